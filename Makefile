@@ -1,0 +1,45 @@
+# Two entry points: `make demo` (install, then run the main job) and `make test` (install with the
+# test extras, then run the whole suite). Both create or update .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+M3RCR  := $(VENV)/bin/m3rcr
+DEMO   ?= outputs/demo
+SAMPLES ?= ../shared/data/m3rcr-samples
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: demo test install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project metadata changes.
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -e . > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -c "import m3rcr, torch, rasterio, lightning"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[test]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -c "import m3rcr, torch, rasterio, lightning, pytest, skimage"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(M3RCR) synth $(DEMO)/data --train 24 --test 8 --seed 0 --overwrite
+	$(M3RCR) info --data $(DEMO)/data --split test --check
+	$(M3RCR) show --data $(DEMO)/data --split test --index 0 1 2 3 --out $(DEMO)/samples
+	$(M3RCR) show --data $(DEMO)/data --split test --index 0 --sar-mode geo --crop 160 --out $(DEMO)/samples/test_0_crop160_geo.png
+	@if [ -d "$(SAMPLES)" ]; then \
+	  $(M3RCR) show --data $(SAMPLES) --split train --all --out $(DEMO)/real && \
+	  $(M3RCR) show --data $(SAMPLES) --split test --all --out $(DEMO)/real; \
+	fi
+	@echo "demo outputs in $(DEMO)/"
+
+test: install-test
+	$(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

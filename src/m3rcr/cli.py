@@ -1,0 +1,198 @@
+"""The ``m3rcr`` command line: a thin layer over the package.
+
+Heavy imports happen inside each command so that ``m3rcr --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from m3rcr import __version__
+from m3rcr.errors import DataError
+
+
+def _add_data_args(p: argparse.ArgumentParser, split_default: str | None = None) -> None:
+    g = p.add_argument_group("dataset")
+    g.add_argument("--data", required=True, metavar="ROOT", help="dataset root holding <split>/ and <split>.csv")
+    g.add_argument("--split", default=split_default, required=split_default is None, metavar="NAME",
+                   help="split name, e.g. train or test" + (f" (default: {split_default})" if split_default else ""))
+    g.add_argument("--csv", metavar="FILE", help="split list to use instead of ROOT/<split>.csv")
+
+
+def _add_loading_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("loading")
+    g.add_argument("--sar-mode", choices=("nearest", "geo", "native"), default="nearest",
+                   help="how SAR reaches the optical grid (default: nearest, the paper's protocol)")
+    g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
+                   help="interpolation in geo mode (default: nearest)")
+    g.add_argument("--landcover-level", type=int, choices=(1, 2), default=1, help="land-cover classes (default: 1)")
+    g.add_argument("--crop", type=int, metavar="N", help="centred crop of N x N optical pixels (default: whole tile)")
+
+
+def _dataset(args: argparse.Namespace):
+    from m3rcr.data import M3RCRDataset
+
+    return M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
+                        landcover_level=args.landcover_level, crop_size=args.crop, crop="center")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic dataset in the official layout."""
+    from tqdm import tqdm
+
+    from m3rcr.data.synthetic import SynthConfig, generate_dataset
+
+    config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes)
+    with tqdm(total=args.train + args.test, desc="synth", unit="sample", disable=args.quiet) as bar:
+        out = generate_dataset(args.out, args.train, args.test, seed=args.seed, config=config,
+                               overwrite=args.overwrite, progress=lambda done, total: bar.update(1))
+    print(f"wrote {args.train} train + {args.test} test samples to {out}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Render samples to PNG."""
+    from m3rcr.utils.files import atomic_path
+
+    ds = _dataset(args)
+    indices = list(args.index)
+    if args.name:
+        names = ds.names
+        missing = [n for n in args.name if n not in names]
+        if missing:
+            raise DataError(args.csv or Path(args.data) / args.split, f"no sample named {', '.join(missing)}")
+        indices += [names.index(n) for n in args.name]
+    if args.all:
+        indices = list(range(len(ds)))
+    if not indices:
+        indices = [0]
+    for i in indices:
+        if not 0 <= i < len(ds):
+            raise DataError(args.csv or Path(args.data) / args.split, f"index {i} out of range ({len(ds)} samples)")
+    out = Path(args.out)
+    to_folder = len(indices) > 1 or out.suffix.lower() != ".png"
+    for i in indices:
+        sample = ds[i]
+        fig = ds.plot(sample, stretch=args.stretch)
+        target = out / f"{args.split}_{i:04d}_{sample['name']}.png" if to_folder else out
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=args.dpi)
+        print(target)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Summarise a split; with --check, read every sample and report problems."""
+    from m3rcr.data.preprocess import CLOUD_COVER_BINS, class_names, cloud_cover_bin
+
+    ds = _dataset(args)
+    summary: dict[str, object] = {
+        "root": str(ds.root), "split": ds.split, "samples": len(ds),
+        "aois": len({s.aoi for s in ds.samples}),
+        "seasons": dict(Counter(s.aoi.split("_")[0] for s in ds.samples)),
+    }
+    problems: list[str] = []
+    if args.check:
+        import warnings
+
+        import numpy as np
+        from tqdm import tqdm
+
+        bins = Counter()
+        classes = np.zeros(len(class_names(args.landcover_level)) + 1, dtype=np.int64)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in tqdm(range(len(ds)), desc="check", unit="sample", disable=args.json):
+                try:
+                    sample = ds[i]
+                except DataError as exc:
+                    problems.append(str(exc))
+                    continue
+                bins[CLOUD_COVER_BINS[cloud_cover_bin(sample["cloud_cover_tile"])]] += 1
+                lc = sample["landcover"].numpy().ravel()
+                classes += np.bincount(np.minimum(lc, len(classes) - 1), minlength=len(classes))[: len(classes)]
+        summary["cloud_cover_bins"] = {b: bins.get(b, 0) for b in CLOUD_COVER_BINS}
+        total = max(int(classes.sum()), 1)
+        names = list(class_names(args.landcover_level)) + ["no data"]
+        summary["landcover_percent"] = {n: round(100 * int(c) / total, 2) for n, c in zip(names, classes) if c}
+        summary["warnings"] = [str(w.message) for w in caught]
+        summary["problems"] = problems
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for key, value in summary.items():
+            if isinstance(value, list):
+                print(f"{key}: {len(value)}")
+                for v in value:
+                    print(f"  {v}")
+            else:
+                print(f"{key}: {value}")
+    return 1 if problems else 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="m3rcr", description="Cloud removal for high-resolution optical images with low-resolution SAR (M3R-CR).")
+    parser.add_argument("--version", action="version", version=f"m3rcr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic M3R-CR dataset",
+                       description="Write a synthetic dataset in the official M3R-CR layout (train/, test/, "
+                                   "train.csv, test.csv) with realistic dtypes, georeferencing and content.")
+    p.add_argument("out", metavar="OUT", help="output dataset root")
+    p.add_argument("--train", type=int, default=20, help="training samples (default: 20)")
+    p.add_argument("--test", type=int, default=10, help="test samples (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--patches-per-aoi", type=int, default=4, help="neighbouring tiles per AOI (default: 4)")
+    p.add_argument("--sar-holes", type=float, default=0.0, metavar="P",
+                   help="probability that a SAR tile has a NaN hole (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("show", help="render samples to PNG",
+                       description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG.")
+    _add_data_args(p)
+    _add_loading_args(p)
+    p.add_argument("--index", type=int, nargs="+", default=[], metavar="I", help="sample index(es) (default: 0)")
+    p.add_argument("--name", nargs="+", metavar="NAME", help="sample name(s), e.g. fall_1_p_457")
+    p.add_argument("--all", action="store_true", help="every sample of the split")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="PNG file for one sample, or a folder (one PNG per sample)")
+    p.add_argument("--stretch", choices=("percentile", "fixed"), default="percentile",
+                   help="RGB stretch: 2-98 %% of the cloud-free image, or reflectance 0-0.3 (default: percentile)")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: 100)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("info", help="summarise or check a split",
+                       description="Summarise a split (samples, AOIs, seasons). With --check, read every "
+                                   "sample, report each problem, and count cloud-cover bins and land cover.")
+    _add_data_args(p)
+    _add_loading_args(p)
+    p.add_argument("--check", action="store_true", help="read every sample (exit status 1 on problems)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``m3rcr`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, FileExistsError, ValueError) as exc:  # bad input or arguments, not a bug
+        print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

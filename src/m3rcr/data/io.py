@@ -1,0 +1,119 @@
+"""Reading M3R-CR files with errors that name the file and the problem."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+
+from m3rcr.errors import DataError
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass
+class Raster:
+    """A raster's pixels (bands, H, W) with its georeference."""
+
+    array: np.ndarray
+    transform: Affine
+    crs: CRS | None
+    nodata: float | None
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.array.shape[-2], self.array.shape[-1]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units, for a north-up grid."""
+        return grid_bounds(self.transform, self.shape)
+
+
+def grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a grid of ``shape`` (height, width) under ``transform``."""
+    h, w = shape
+    xs, ys = zip(*(transform @ (c, r) for c, r in ((0, 0), (w, 0), (0, h), (w, h))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def read_geotiff(
+    path: str | Path,
+    *,
+    what: str = "raster",
+    bands: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> Raster:
+    """Read every band of a GeoTIFF.
+
+    Args:
+        path: the file.
+        what: what the file should hold ("cloudy optical", "SAR", ...), used in error messages.
+        bands: required band count, or None for any.
+        size: required (height, width), or None for any.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"missing {what} file")
+    try:
+        with rasterio.open(path) as src:
+            if src.driver != "GTiff":
+                raise DataError(path, f"not a GeoTIFF (GDAL reads it as {src.driver}); the {what} must be a GeoTIFF")
+            if bands is not None and src.count != bands:
+                raise DataError(path, f"{what} must have {bands} band(s), found {src.count}")
+            if size is not None and (src.height, src.width) != tuple(size):
+                raise DataError(path, f"{what} must be {size[0]}x{size[1]} pixels, found {src.height}x{src.width}")
+            array = src.read()
+            return Raster(array, src.transform, src.crs, src.nodata, path)
+    except RasterioError as exc:
+        raise DataError(path, f"not a readable GeoTIFF ({exc})") from None
+
+
+def read_cloudmask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a cloud mask ``.npy`` (True/1 = cloudy) as a bool array, without ever unpickling."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing cloud mask file")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head != _NPY_MAGIC:
+        if zipfile.is_zipfile(path):
+            problem = "is an .npz archive; the cloud mask must be a single .npy array"
+        elif head[:1] == b"\x80":
+            problem = "is a Python pickle, not an .npy array; pickles are never loaded"
+        else:
+            problem = "not a NumPy .npy file"
+        raise DataError(path, problem)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(path, "cloud mask holds Python objects and needs pickle to load; "
+                                  "save it as a bool or 0/1 array") from None
+        raise DataError(path, f"cannot be read as an .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(path, f"truncated or corrupt .npy file ({exc})") from None
+    if mask.ndim == 3 and mask.shape[0] == 1:
+        mask = mask[0]
+    if mask.ndim != 2:
+        raise DataError(path, f"cloud mask must be a 2-D array, found shape {mask.shape}")
+    if size is not None and mask.shape != tuple(size):
+        raise DataError(path, f"cloud mask must be {size[0]}x{size[1]} pixels, found {mask.shape[0]}x{mask.shape[1]}")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype.kind not in "biuf":
+        raise DataError(path, f"cloud mask must be boolean or 0/1, found dtype {mask.dtype}")
+    bad = ~((mask == 0) | (mask == 1))
+    if bad.any():
+        values = np.unique(mask[bad])[:5]
+        raise DataError(path, f"cloud mask must be boolean or 0/1, found {int(bad.sum())} pixel(s) with other "
+                              f"values, e.g. {', '.join(str(v) for v in values)}")
+    return mask.astype(bool)

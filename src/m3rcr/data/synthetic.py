@@ -1,0 +1,541 @@
+"""A synthetic M3R-CR generator: the official layout, dtypes and georeferencing, with plausible content.
+
+Each area of interest (AOI) is a continuous scene defined in ground coordinates, so that the 3 m
+optical grid, the 10 m SAR and land-cover grids (offset from it by 1-2 m, as in the real data) and
+neighbouring patches all sample the same landscape:
+
+* land cover: crop and grass parcels, forest, rivers and lakes with wetland fringes, urban blocks,
+  bare ground, shrubland, snow in winter; written as WorldCover codes (majority of 3x3 sub-samples
+  per 10 m pixel).
+* optical: top-of-atmosphere reflectance x 10000 per class with parcel, row, crown and roof
+  texture; NDVI below 0 on water and above 0.4 on vegetation.
+* SAR: VV/VH sigma0 in dB per class (water dark, urban bright with strong point scatterers),
+  area-averaged over each 10 m pixel, with multiplicative speckle; its content is displaced by a
+  random misalignment of up to ``max_sar_shift_px`` optical pixels.
+* clouds: haze to opaque, with shadows; a blocky UDM-like mask whose coverage is spread evenly
+  over the five cloud-cover bins; the cloudy and cloud-free acquisitions differ slightly in
+  radiometry.
+
+Generation is deterministic for a seed, and sample ``i`` of a split does not depend on the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from scipy.ndimage import gaussian_filter
+
+from m3rcr.data.layout import relative_paths, write_csv
+from m3rcr.utils.files import atomic_path
+
+SEASONS = ("spring", "summer", "fall", "winter")
+SPLITS = ("train", "test")
+
+# WorldCover codes used below
+TREE, SHRUB, GRASS, CROP, BUILT, BARE, SNOW, WATER, WETLAND, MANGROVE = 10, 20, 30, 40, 50, 60, 70, 80, 90, 95
+
+# Mean TOA reflectance x 10000 (blue, green, red, NIR) per land-cover code.
+REFLECTANCE = {
+    TREE: (260, 450, 300, 2900),
+    SHRUB: (520, 760, 760, 2350),
+    GRASS: (450, 760, 600, 2800),
+    CROP: (350, 650, 420, 3500),  # green crop; fallow parcels blend towards BARE_SOIL
+    BUILT: (1150, 1200, 1250, 1500),
+    BARE: (1400, 1700, 2100, 2600),
+    SNOW: (8200, 8100, 7900, 7000),
+    WATER: (520, 560, 360, 200),
+    WETLAND: (360, 560, 450, 1700),
+    MANGROVE: (250, 450, 280, 2600),
+}
+BARE_SOIL = (1100, 1300, 1650, 2100)
+ROAD = (800, 880, 960, 1150)
+CLOUD = (5600, 5700, 5900, 6200)
+
+# Mean sigma0 in dB (VV, VH) per land-cover code.
+BACKSCATTER_DB = {
+    TREE: (-7.5, -13.5),
+    SHRUB: (-9.5, -16.5),
+    GRASS: (-11.0, -18.0),
+    CROP: (-10.5, -17.0),
+    BUILT: (-4.0, -11.0),
+    BARE: (-15.0, -24.0),
+    SNOW: (-14.0, -21.0),
+    WATER: (-22.0, -28.5),
+    WETLAND: (-13.0, -20.0),
+    MANGROVE: (-8.0, -14.0),
+}
+
+# Landscape recipes: fractions of forest, bare ground, urban area and lakes; river probability;
+# probabilities of parcel types (crop, grass, shrub).
+BIOMES = {
+    "agricultural": dict(forest=0.15, bare=0.03, urban=0.06, lake=0.03, river=0.5, parcels=(0.75, 0.2, 0.05)),
+    "forest": dict(forest=0.6, bare=0.02, urban=0.02, lake=0.08, river=0.5, parcels=(0.2, 0.6, 0.2)),
+    "urban": dict(forest=0.08, bare=0.05, urban=0.55, lake=0.03, river=0.6, parcels=(0.4, 0.5, 0.1)),
+    "arid": dict(forest=0.02, bare=0.45, urban=0.05, lake=0.02, river=0.3, parcels=(0.25, 0.25, 0.5)),
+    "wetland": dict(forest=0.25, bare=0.02, urban=0.03, lake=0.25, river=0.7, parcels=(0.3, 0.6, 0.1)),
+    "mixed": dict(forest=0.25, bare=0.1, urban=0.15, lake=0.05, river=0.5, parcels=(0.5, 0.35, 0.15)),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings of the generator; the defaults produce official M3R-CR tiles."""
+
+    size: int = 300  #: optical tile size in pixels (a multiple of 10)
+    optical_res: float = 3.0  #: metres
+    sar_res: float = 10.0  #: metres
+    patches_per_aoi: int = 4  #: neighbouring tiles cut from each AOI (at most 9)
+    max_sar_shift_px: float = 3.0  #: largest misalignment of SAR content, in optical pixels
+    sar_hole_probability: float = 0.0  #: chance that a SAR tile has a NaN hole (exercises NaN filling)
+
+    def __post_init__(self) -> None:
+        ratio = self.size * self.optical_res / self.sar_res
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(f"size {self.size} at {self.optical_res} m does not fill whole {self.sar_res} m pixels")
+        if not 1 <= self.patches_per_aoi <= 9:
+            raise ValueError("patches_per_aoi must be between 1 and 9")
+
+    @property
+    def sar_size(self) -> int:
+        return round(self.size * self.optical_res / self.sar_res)
+
+    @property
+    def extent(self) -> float:
+        return self.size * self.optical_res
+
+
+# --------------------------------------------------------------------------- smooth random fields
+def _catmull_rom_matrix(pos: np.ndarray, n: int, cell: float) -> np.ndarray:
+    """Weights (len(pos), n) interpolating a lattice of spacing ``cell`` at positions ``pos`` (metres)."""
+    t = np.clip(pos / cell, 0, n - 1 - 1e-9)
+    i = np.floor(t).astype(np.int64)
+    f = t - i
+    w = np.stack([
+        ((-f + 2) * f - 1) * f / 2,
+        ((3 * f - 5) * f * f + 2) / 2,
+        ((-3 * f + 4) * f + 1) * f / 2,
+        (f - 1) * f * f / 2,
+    ], axis=1)
+    m = np.zeros((len(pos), n))
+    rows = np.arange(len(pos))
+    for k in range(4):
+        m[rows, np.clip(i + k - 1, 0, n - 1)] += w[:, k]  # one entry per row: no duplicate indices
+    return m
+
+
+class _Field:
+    """Smooth random fields on a lattice over the AOI, evaluated exactly on any regular grid."""
+
+    def __init__(self, rng: np.random.Generator, extent: float, cells: dict[str, float]) -> None:
+        self.cells = cells
+        self.lattices = {name: rng.standard_normal((int(extent / c) + 4,) * 2) for name, c in cells.items()}
+
+    def on_grid(self, name: str, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        lat, cell = self.lattices[name], self.cells[name]
+        wy = _catmull_rom_matrix(ys + cell, lat.shape[0], cell)
+        wx = _catmull_rom_matrix(xs + cell, lat.shape[1], cell)
+        return wy @ lat @ wx.T
+
+
+def _threshold_for_fraction(values: np.ndarray, fraction: float) -> float:
+    """Threshold t such that ``values > t`` holds for ``fraction`` of the values."""
+    if fraction <= 0:
+        return math.inf
+    return float(np.quantile(values, 1.0 - min(fraction, 1.0)))
+
+
+# --------------------------------------------------------------------------- the scene of one AOI
+class Scene:
+    """A landscape in AOI ground coordinates (x east, y south, metres from the AOI's north-west corner)."""
+
+    def __init__(self, rng: np.random.Generator, season: str, extent: float) -> None:
+        self.season = season
+        self.biome = str(rng.choice(list(BIOMES)))
+        b = BIOMES[self.biome]
+        scale = rng.uniform(0.6, 1.4, size=4)
+        self.fractions = dict(forest=b["forest"] * scale[0], bare=b["bare"] * scale[1],
+                              urban=b["urban"] * scale[2], lake=b["lake"] * scale[3])
+        self.snow = season == "winter" and rng.random() < 0.35
+        self.snow_fraction = rng.uniform(0.2, 0.6)
+        self.field = _Field(rng, extent + 400, dict(
+            forest=120.0, bare=150.0, urban=220.0, lake=160.0, snow=250.0, bright=90.0, moist=200.0))
+        # parcels: a rotated grid with jittered rows, per-parcel attributes from lookup tables
+        self.parcel_angle = rng.uniform(0, np.pi)
+        self.parcel_size = (rng.uniform(50, 160), rng.uniform(40, 120))
+        self.row_jitter = rng.uniform(0, self.parcel_size[0], size=97)
+        self.parcel_type = rng.choice([CROP, GRASS, SHRUB], p=b["parcels"], size=(97, 97))
+        self.parcel_green = np.where(rng.random((97, 97)) < 0.85, rng.uniform(0.55, 1.0, (97, 97)),
+                                     rng.uniform(0.0, 0.35, (97, 97)))
+        self.parcel_db = rng.normal(0.0, 1.2, (97, 97))
+        self.row_period = rng.uniform(6, 14)
+        # urban blocks
+        self.block_angle = self.parcel_angle + rng.uniform(-0.3, 0.3)
+        self.block_size = (rng.uniform(30, 70), rng.uniform(30, 70))
+        self.street = rng.uniform(6, 12)
+        self.roof = rng.uniform(0.6, 1.6, (97, 97))
+        self.roof_red = rng.random((97, 97)) < 0.3
+        # a river: a sine-wave centre line across the AOI
+        self.river = rng.random() < b["river"]
+        self.river_angle = rng.uniform(0, np.pi)
+        self.river_params = (rng.uniform(20, 90), rng.uniform(250, 700), rng.uniform(0, 2 * np.pi),
+                             rng.uniform(0.2, 0.8) * extent, rng.uniform(10, 40))
+        self.water_tint = rng.uniform(0.8, 1.3)
+        self._thresholds: dict[str, float] | None = None
+
+    def calibrate(self, ys: np.ndarray, xs: np.ndarray) -> None:
+        """Fix the field thresholds that give the recipe's class fractions, from one reference grid."""
+        f = self.fractions
+        self._thresholds = {
+            name: _threshold_for_fraction(self.field.on_grid(name, ys, xs), f.get(name, 0.0))
+            for name in ("forest", "bare", "urban", "lake")
+        }
+        self._thresholds["snow"] = _threshold_for_fraction(self.field.on_grid("snow", ys, xs), self.snow_fraction) \
+            if self.snow else math.inf
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> dict[str, np.ndarray]:
+        """Classes and per-pixel attributes on the regular grid ``ys`` x ``xs`` (1-D, metres)."""
+        assert self._thresholds is not None, "calibrate() first"
+        th = self._thresholds
+        Y, X = np.meshgrid(ys, xs, indexing="ij")
+        # parcels
+        ca, sa = math.cos(self.parcel_angle), math.sin(self.parcel_angle)
+        u, v = X * ca + Y * sa, -X * sa + Y * ca
+        iv = np.floor(v / self.parcel_size[1]).astype(np.int64) % 97
+        iu = np.floor((u + self.row_jitter[iv]) / self.parcel_size[0]).astype(np.int64) % 97
+        code = self.parcel_type[iu, iv].astype(np.uint8)
+        green = self.parcel_green[iu, iv]
+        extra_db = self.parcel_db[iu, iv]
+        rows = 0.5 + 0.5 * np.sin(2 * np.pi * u / self.row_period)
+        texture = np.where(code == CROP, rows, 0.0)
+        material = np.zeros(Y.shape, np.uint8)  # 0 natural, 1 roof, 2 road
+        # forest, bare ground
+        forest = self.field.on_grid("forest", ys, xs) > th["forest"]
+        code[forest] = TREE
+        bare = self.field.on_grid("bare", ys, xs) > th["bare"]
+        code[bare & ~forest] = BARE
+        # urban blocks: the whole block area is built-up in WorldCover, roofs and streets differ optically
+        urban = self.field.on_grid("urban", ys, xs) > th["urban"]
+        cb, sb = math.cos(self.block_angle), math.sin(self.block_angle)
+        bu, bv = X * cb + Y * sb, -X * sb + Y * cb
+        bw, bh = self.block_size
+        in_street = ((bu % bw) < self.street) | ((bv % bh) < self.street)
+        code[urban] = BUILT
+        material[urban] = np.where(in_street[urban], 2, 1)
+        roof_id = (np.floor(bu / bw).astype(np.int64) % 97, np.floor(bv / bh).astype(np.int64) % 97)
+        roof_gain = self.roof[roof_id]
+        roof_red = self.roof_red[roof_id]
+        # lakes with a wetland fringe, and the river
+        lake_f = self.field.on_grid("lake", ys, xs)
+        water = lake_f > th["lake"]
+        fringe = (lake_f > th["lake"] - 0.25) & ~water & ~urban
+        if self.river:
+            amp, wavelength, phase, offset, width = self.river_params
+            cr, sr = math.cos(self.river_angle), math.sin(self.river_angle)
+            ru, rv = X * cr + Y * sr, -X * sr + Y * cr
+            centre = offset + amp * np.sin(2 * np.pi * ru / wavelength + phase)
+            water |= np.abs(rv - centre) < width / 2
+        wet_code = MANGROVE if self.biome == "wetland" and self.season == "summer" else WETLAND
+        code[fringe] = wet_code
+        code[water] = WATER
+        material[water | fringe] = 0
+        if self.snow:
+            snow = (self.field.on_grid("snow", ys, xs) > th["snow"]) & ~water & ~urban
+            code[snow] = SNOW
+        return dict(code=code, green=green, extra_db=extra_db, texture=texture, material=material,
+                    roof_gain=roof_gain, roof_red=roof_red, bright=self.field.on_grid("bright", ys, xs),
+                    moist=self.field.on_grid("moist", ys, xs))
+
+
+def _reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint: float) -> np.ndarray:
+    """Ground reflectance x 10000, (4, H, W) float64, from a scene sample on the optical grid."""
+    code = s["code"]
+    refl = np.zeros((4, *code.shape))
+    for c, values in REFLECTANCE.items():
+        sel = code == c
+        if sel.any():
+            refl[:, sel] = np.asarray(values, float)[:, None]
+    # crops and grass: greenness blends green vegetation with bare soil
+    veg = (code == CROP) | (code == GRASS)
+    g = s["green"][veg]
+    refl[:, veg] = refl[:, veg] * g + np.asarray(BARE_SOIL, float)[:, None] * (1 - g)
+    # urban materials
+    roof = s["material"] == 1
+    roof_color = np.where(s["roof_red"][roof], np.array([[900], [950], [1500], [1800]]),
+                          np.array([[1300], [1350], [1400], [1650]]))
+    refl[:, roof] = roof_color * s["roof_gain"][roof]
+    road = s["material"] == 2
+    refl[:, road] = np.asarray(ROAD, float)[:, None]
+    water = code == WATER
+    refl[:3, water] *= water_tint
+    # texture: crop rows, tree crowns, fine grain, large-scale brightness
+    H, W = code.shape
+    grain = gaussian_filter(rng.standard_normal((H, W)), 1.0) * 2.5
+    crowns = np.where(code == TREE, gaussian_filter(rng.standard_normal((H, W)), 1.3) * 4.0, 0.0)
+    gain = 1.0 + 0.06 * grain + 0.25 * np.clip(crowns, -1.5, 1.5) + 0.06 * s["bright"] - 0.08 * s["texture"]
+    gain = np.where(water, 1.0 + 0.02 * grain, gain)
+    refl *= np.clip(gain, 0.5, 1.6)[None]
+    return gaussian_filter(refl, sigma=(0, 0.5, 0.5))  # sensor point-spread function
+
+
+def _backscatter_db(s: dict[str, np.ndarray], rng: np.random.Generator, subsample: int) -> np.ndarray:
+    """SAR sigma0 in dB (2, h, w) from a scene sample on a grid ``subsample`` times finer than the SAR grid."""
+    code = s["code"]
+    db = np.zeros((2, *code.shape))
+    for c, values in BACKSCATTER_DB.items():
+        sel = code == c
+        if sel.any():
+            db[:, sel] = np.asarray(values, float)[:, None]
+    veg = (code == CROP) | (code == GRASS) | (code == SHRUB)
+    db[:, veg] += s["extra_db"][veg] + 3.0 * (s["green"][veg] - 0.6)
+    db += 1.0 * s["moist"]  # soil moisture and terrain
+    roads = s["material"] == 2
+    db[:, roads] -= 6.0
+    linear = 10 ** (db / 10)
+    H, W = code.shape
+    n = subsample
+    linear = linear.reshape(2, H // n, n, W // n, n).mean(axis=(2, 4))  # each 10 m pixel averages its ground
+    built = (code == BUILT).reshape(H // n, n, W // n, n).mean(axis=(1, 3))
+    bright = rng.random(built.shape) < 0.12 * built  # corner reflectors in built-up areas
+    linear[:, bright] *= 10 ** (rng.uniform(0.8, 1.5, int(bright.sum())) )
+    looks = 4.4
+    linear *= rng.gamma(looks, 1.0 / looks, size=linear.shape)  # multiplicative speckle
+    return 10 * np.log10(linear)
+
+
+def _majority(code: np.ndarray, n: int) -> np.ndarray:
+    """Most frequent code in each n x n block (ties go to the smaller code)."""
+    H, W = code.shape
+    values = np.unique(code)
+    counts = np.stack([(code == v).reshape(H // n, n, W // n, n).sum(axis=(1, 3)) for v in values])
+    return values[np.argmax(counts, axis=0)].astype(np.uint8)
+
+
+def _clouds(rng: np.random.Generator, size: int, coverage: float, res: float) -> dict[str, np.ndarray]:
+    """Cloud opacity (H, W), a blocky UDM-like mask with exactly the requested block coverage, shadows."""
+    xs = (np.arange(size) + 0.5) * res
+    field = _Field(rng, size * res + 400, dict(c1=300.0, c2=150.0, c3=70.0, c4=35.0, c5=17.0, tex=40.0))
+    f = sum(w * field.on_grid(n, xs, xs)
+            for n, w in (("c1", 1.0), ("c2", 0.5), ("c3", 0.25), ("c4", 0.15), ("c5", 0.08)))
+    block = 5  # UDM flags come in 5-pixel blocks
+    nb = size // block
+    fb = f[: nb * block, : nb * block].reshape(nb, block, nb, block).mean(axis=(1, 3))
+    n_cloudy = round(coverage * fb.size)
+    order = np.argsort(fb, axis=None)[::-1]
+    mask_b = np.zeros(fb.size, bool)
+    mask_b[order[:n_cloudy]] = True
+    mask = np.zeros((size, size), bool)
+    mask[: nb * block, : nb * block] = np.repeat(np.repeat(mask_b.reshape(nb, nb), block, 0), block, 1)
+    t = fb.flat[order[n_cloudy - 1]] if n_cloudy else fb.max() + 1.0
+    thick = rng.random() < 0.75
+    alpha_max = rng.uniform(0.75, 1.0) if thick else rng.uniform(0.25, 0.6)
+    soft = rng.uniform(0.3, 0.9)  # width of the cloud edge, in units of the field
+    alpha = alpha_max * np.clip((f - t) / soft + 0.5, 0.0, 1.0) ** 0.8
+    haze = rng.uniform(0.0, 0.08) * np.clip(field.on_grid("tex", xs, xs) * 0.5 + 0.5, 0, 1)
+    alpha = np.clip(alpha + haze * (1 - alpha), 0.0, 1.0)
+    texture = 1.0 + 0.12 * field.on_grid("tex", xs, xs) + 0.1 * (f - f.mean())
+    if thick and n_cloudy:
+        dy, dx = rng.integers(-20, 21, size=2)
+        shifted = np.roll(alpha, (int(dy), int(dx)), axis=(0, 1))
+        shadow = 1.0 - 0.55 * shifted * (1.0 - alpha)
+    else:
+        shadow = np.ones_like(alpha)
+    return dict(alpha=alpha, mask=mask, texture=texture, shadow=shadow, thick=np.array(thick))
+
+
+# --------------------------------------------------------------------------- one sample
+@dataclass
+class SampleGeo:
+    """Where a synthetic sample lies."""
+
+    crs: str
+    sar_origin: tuple[float, float]  #: (x, y) of the SAR/land-cover grid's north-west corner
+    grid_offset_m: tuple[int, int]  #: optical origin minus SAR origin, (east, north), metres
+    aoi_xy: tuple[float, float]  #: the tile's north-west corner in AOI coordinates (x east, y south)
+
+
+def generate_sample(
+    scene: Scene, geo: SampleGeo, coverage: float, rng: np.random.Generator, config: SynthConfig
+) -> dict[str, object]:
+    """Arrays of one sample: cloudy and cloud-free uint16 (4,H,W), SAR float64 dB (2,h,w),
+    land cover uint8 (1,h,w), cloud mask bool (H,W), and the ground truth of how it was made."""
+    n_opt, n_sar, r_opt, r_sar = config.size, config.sar_size, config.optical_res, config.sar_res
+    ax, ay = geo.aoi_xy
+    # optical pixel centres; the optical origin is east/north of the SAR origin by grid_offset_m
+    ox, oy = geo.grid_offset_m
+    xs_opt = ax + ox + (np.arange(n_opt) + 0.5) * r_opt
+    ys_opt = ay - oy + (np.arange(n_opt) + 0.5) * r_opt
+    # 3x3 sub-samples of each 10 m pixel
+    sub = 3
+    fine = (np.arange(n_sar * sub) + 0.5) * (r_sar / sub)
+    xs_lc, ys_lc = ax + fine, ay + fine
+    max_shift = config.max_sar_shift_px * r_opt
+    shift = rng.uniform(-max_shift, max_shift, size=2)  # (east, south) displacement of SAR content
+
+    s_opt = scene.sample(ys_opt, xs_opt)
+    s_lc = scene.sample(ys_lc, xs_lc)
+    s_sar = scene.sample(ys_lc - shift[1], xs_lc - shift[0])
+
+    ground = _reflectance(s_opt, rng, scene.water_tint)
+    clouds = _clouds(rng, n_opt, coverage, r_opt)
+    # two acquisitions ~3 days apart: small gain/offset change and a little vegetation change
+    gain_free = rng.normal(1.0, 0.02, size=4)[:, None, None]
+    gain_cloudy = rng.normal(1.0, 0.03, size=4)[:, None, None]
+    offset_cloudy = rng.normal(0.0, 25.0, size=4)[:, None, None]
+    cloudfree = ground * gain_free
+    cloudy_ground = (ground * gain_cloudy + offset_cloudy) * clouds["shadow"][None]
+    cloud_refl = np.asarray(CLOUD, float)[:, None, None] * clouds["texture"][None] * rng.uniform(0.85, 1.15)
+    a = clouds["alpha"][None]
+    cloudy = cloudy_ground * (1 - a) + cloud_refl * a
+    sar = _backscatter_db(s_sar, rng, sub)
+    if config.sar_hole_probability and rng.random() < config.sar_hole_probability:
+        r0, c0 = rng.integers(0, n_sar - 5, size=2)
+        sar[:, r0:r0 + rng.integers(2, 6), c0:c0 + rng.integers(2, 6)] = np.nan
+    landcover = _majority(s_lc["code"], sub)[None]
+    return dict(
+        cloudy=_to_uint16(cloudy), cloudfree=_to_uint16(cloudfree), sar=sar, landcover=landcover,
+        cloudmask=clouds["mask"],
+        truth=dict(sar_shift_m=[float(shift[0]), float(-shift[1])], cloud_cover_target=coverage,
+                   thick_clouds=bool(clouds["thick"]), biome=scene.biome, season=scene.season,
+                   grid_offset_m=list(geo.grid_offset_m)),
+    )
+
+
+def _to_uint16(x: np.ndarray) -> np.ndarray:
+    """Round reflectance x 10000 to uint16; 0 is reserved for no-data."""
+    return np.clip(np.round(x), 1, 65535).astype(np.uint16)
+
+
+def _write_geotiff(path: Path, array: np.ndarray, crs: str, transform: Affine, nodata: float | None,
+                   interleave: str, tags: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", dtype=array.dtype.name, nodata=nodata,
+                           width=array.shape[2], height=array.shape[1], count=array.shape[0], crs=crs,
+                           transform=transform, interleave=interleave) as dst:
+            dst.write(array)
+            dst.update_tags(AREA_OR_POINT="Area", **(tags or {}))
+
+
+def write_sample(split_dir: Path, season: str, aoi: int, patch: int, sample: dict, geo: SampleGeo,
+                 config: SynthConfig) -> list[str]:
+    """Write one sample's five files in the official layout; return its CSV row."""
+    rel = relative_paths(season, aoi, patch)
+    paths = [split_dir / r for r in rel]
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    sx, sy = geo.sar_origin
+    ox, oy = geo.grid_offset_m
+    t_opt = Affine(config.optical_res, 0, sx + ox, 0, -config.optical_res, sy + oy)
+    t_sar = Affine(config.sar_res, 0, sx, 0, -config.sar_res, sy)
+    shift = sample["truth"]["sar_shift_m"]
+    _write_geotiff(paths[0], sample["cloudfree"], geo.crs, t_opt, 0, "pixel")
+    _write_geotiff(paths[1], sample["cloudy"], geo.crs, t_opt, 0, "pixel")
+    _write_geotiff(paths[2], sample["sar"], geo.crs, t_sar, None, "pixel",
+                   {"M3RCR_SYNTHETIC": "1", "M3RCR_SAR_SHIFT_EAST_M": f"{shift[0]:.3f}",
+                    "M3RCR_SAR_SHIFT_NORTH_M": f"{shift[1]:.3f}"})
+    _write_geotiff(paths[3], sample["landcover"], geo.crs, t_sar, None, "band")
+    with atomic_path(paths[4]) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, sample["cloudmask"], allow_pickle=False)
+    return rel
+
+
+# --------------------------------------------------------------------------- a dataset
+def _cloud_coverages(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Coverages for n samples: bins used in turn (shuffled), uniform inside each bin, clear of its edges."""
+    bins = rng.permutation(np.arange(n) % 5)
+    lo = bins * 0.2 + 0.01
+    return lo + rng.random(n) * 0.18
+
+
+def _aoi_geo(rng: np.random.Generator) -> tuple[str, float, float]:
+    """A random UTM CRS and AOI corner (10 m aligned)."""
+    zone = int(rng.integers(1, 61))
+    north = bool(rng.random() < 0.7)
+    epsg = (32600 if north else 32700) + zone
+    x = round(rng.uniform(250_000, 750_000) / 10) * 10
+    y = round((rng.uniform(500_000, 7_000_000) if north else rng.uniform(2_500_000, 9_500_000)) / 10) * 10
+    return f"EPSG:{epsg}", float(x), float(y)
+
+
+def generate_dataset(
+    out: str | Path,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    config: SynthConfig | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write a synthetic M3R-CR dataset to ``out``: ``train/``, ``test/``, ``train.csv``, ``test.csv``
+    and ``synthetic.json`` (settings and per-sample ground truth).
+
+    The dataset is built in a temporary folder next to ``out`` and moved into place when complete.
+    """
+    config = config or SynthConfig()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    if n_train < 0 or n_test < 0 or n_train + n_test == 0:
+        raise ValueError("need at least one sample (train + test > 0, both >= 0)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    from m3rcr import __version__
+
+    meta: dict[str, object] = {"generator": "m3rcr.data.synthetic", "m3rcr_version": __version__, "seed": seed,
+                               "n_train": n_train, "n_test": n_test, "config": asdict(config), "samples": []}
+    done, total = 0, n_train + n_test
+    try:
+        for split_id, (split, n) in enumerate(zip(SPLITS, (n_train, n_test))):
+            split_dir = tmp / split
+            split_dir.mkdir()
+            coverages = _cloud_coverages(np.random.default_rng([seed, split_id, 0]), n)
+            rows = []
+            n_aoi = math.ceil(n / config.patches_per_aoi)
+            for a in range(n_aoi):
+                aoi_number = a + 1 + split_id * 1000  # train and test never share an AOI
+                arng = np.random.default_rng([seed, split_id, 1, a])
+                season = str(arng.choice(SEASONS))
+                crs, ax, ay = _aoi_geo(arng)
+                scene = Scene(arng, season, 3 * config.extent)
+                ref = (np.arange(0, 3 * config.extent, 10.0) + 5.0)
+                scene.calibrate(ref, ref)
+                for p in range(config.patches_per_aoi):
+                    i = a * config.patches_per_aoi + p
+                    if i >= n:
+                        break
+                    srng = np.random.default_rng([seed, split_id, 2, i])
+                    offset = (0, 0)
+                    while offset == (0, 0):
+                        offset = tuple(int(v) for v in srng.integers(-2, 3, size=2))
+                    col, row = p % 3, p // 3
+                    geo = SampleGeo(crs=crs, sar_origin=(ax + col * config.extent, ay - row * config.extent),
+                                    grid_offset_m=offset,  # type: ignore[arg-type]
+                                    aoi_xy=(col * config.extent, row * config.extent))
+                    sample = generate_sample(scene, geo, float(coverages[i]), srng, config)
+                    rows.append(write_sample(split_dir, season, aoi_number, p + 1, sample, geo, config))
+                    truth = sample["truth"]
+                    truth.update(split=split, name=f"{season}_{aoi_number}_p_{p + 1}",
+                                 cloud_cover=float(sample["cloudmask"].mean()))
+                    meta["samples"].append(truth)  # type: ignore[union-attr]
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            write_csv(tmp / f"{split}.csv", rows)
+        (tmp / "synthetic.json").write_text(json.dumps(meta, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
