@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist runs one worker per core: thread pools inside each worker would only oversubscribe the
+# cores (and inflate the CPU time that test_synthetic.test_speed measures).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("M3RCR_SHARED", PROJECT.parent / "shared"))
 REAL_SAMPLES = SHARED / "data" / "m3rcr-samples"

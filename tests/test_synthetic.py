@@ -144,7 +144,11 @@ def test_refuses_to_overwrite_and_leaves_nothing_partial(tmp_path: Path) -> None
 
 
 def test_speed(tmp_path: Path) -> None:
-    """100 samples must take under 20 s on one core (benchmarks/synth_speed.py); here 25 under 10 s."""
-    t0 = time.perf_counter()
+    """100 samples must take under 20 s on one core (benchmarks/data_speed.py measures it).
+
+    Here 25 samples must cost under 10 s of CPU time (about 2.3 s on the project's machine). CPU time,
+    unlike wall-clock time, does not grow when other tests share the cores.
+    """
+    t0 = time.process_time()
     generate_dataset(tmp_path / "s", 25, 0, seed=0)
-    assert time.perf_counter() - t0 < 10.0  # generous: CI machines are shared
+    assert time.process_time() - t0 < 10.0

@@ -47,22 +47,26 @@ LEVEL2_NODATA = 255
 NanFill = Literal["image", "band"]
 
 
+_LEVELS = {
+    1: (LEVEL1_CLASSES, LEVEL1_COLORS),
+    2: (tuple(name for name, _ in WORLDCOVER.values()), tuple(color for _, color in WORLDCOVER.values())),
+}
+
+
+def _level(level: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if level not in _LEVELS:
+        raise ValueError(f"land-cover level must be 1 or 2, got {level}")
+    return _LEVELS[level]
+
+
 def class_names(level: int) -> tuple[str, ...]:
     """Names of the land-cover ids of a level (1: DeepGlobe classes, 2: WorldCover classes)."""
-    if level == 1:
-        return LEVEL1_CLASSES
-    if level == 2:
-        return tuple(name for name, _ in WORLDCOVER.values())
-    raise ValueError(f"land-cover level must be 1 or 2, got {level}")
+    return _level(level)[0]
 
 
 def class_colors(level: int) -> tuple[str, ...]:
     """Colours of the land-cover ids of a level, in id order."""
-    if level == 1:
-        return LEVEL1_COLORS
-    if level == 2:
-        return tuple(color for _, color in WORLDCOVER.values())
-    raise ValueError(f"land-cover level must be 1 or 2, got {level}")
+    return _level(level)[1]
 
 
 def fill_nan(image: np.ndarray, where: str | Path, mode: NanFill = "image") -> np.ndarray:

@@ -254,14 +254,18 @@ class Scene:
                     moist=self.field.on_grid("moist", ys, xs))
 
 
+def _per_class(code: np.ndarray, table: dict[int, tuple[float, ...]]) -> np.ndarray:
+    """(bands, H, W) float64: each pixel gets its land-cover code's values from ``table`` (0 if absent)."""
+    lut = np.zeros((256, len(next(iter(table.values())))))
+    for c, values in table.items():
+        lut[c] = values
+    return np.moveaxis(lut[code], -1, 0)
+
+
 def _reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint: float) -> np.ndarray:
     """Ground reflectance x 10000, (4, H, W) float64, from a scene sample on the optical grid."""
     code = s["code"]
-    refl = np.zeros((4, *code.shape))
-    for c, values in REFLECTANCE.items():
-        sel = code == c
-        if sel.any():
-            refl[:, sel] = np.asarray(values, float)[:, None]
+    refl = _per_class(code, REFLECTANCE)
     # crops and grass: greenness blends green vegetation with bare soil
     veg = (code == CROP) | (code == GRASS)
     g = s["green"][veg]
@@ -288,11 +292,7 @@ def _reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint:
 def _backscatter_db(s: dict[str, np.ndarray], rng: np.random.Generator, subsample: int) -> np.ndarray:
     """SAR sigma0 in dB (2, h, w) from a scene sample on a grid ``subsample`` times finer than the SAR grid."""
     code = s["code"]
-    db = np.zeros((2, *code.shape))
-    for c, values in BACKSCATTER_DB.items():
-        sel = code == c
-        if sel.any():
-            db[:, sel] = np.asarray(values, float)[:, None]
+    db = _per_class(code, BACKSCATTER_DB)
     veg = (code == CROP) | (code == GRASS) | (code == SHRUB)
     db[:, veg] += s["extra_db"][veg] + 3.0 * (s["green"][veg] - 0.6)
     db += 1.0 * s["moist"]  # soil moisture and terrain
