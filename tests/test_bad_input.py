@@ -155,18 +155,22 @@ def test_sar_not_covering_the_optical_extent(real_copy: Path) -> None:
     _raises(real_copy, "does not cover the optical extent .* falls short by 102.00", f.sar, sar_mode="geo")
 
 
-def test_nan_pixels_are_filled_and_counted(real_copy: Path) -> None:
+@pytest.mark.parametrize("mode", ["native", "nearest", "geo"])
+def test_nan_pixels_are_filled_and_counted(real_copy: Path, mode: str) -> None:
     f = _files(real_copy)
     with rasterio.open(f.sar) as src:
         raw = src.read()
-    raw[:, 10:13, 20:22] = np.nan  # 6 pixels per band
+    raw[:, 10:13, 20:22] = np.nan  # 6 pixels, in both bands
+    raw[0, 50, 50] = np.nan  # and one value of VV only
     _rewrite(f.sar, raw)
-    with pytest.warns(DataWarning, match=rf"{re.escape(str(f.sar))}: filled 12 NaN pixel\(s\) with the image mean"):
-        s = M3RCRDataset(real_copy, "test", sar_mode="native")[0]
-    fill = np.nanmean(raw)
-    vv = (np.clip(fill, -25, 0) + 25) / 25
-    assert s["sar"][0, 10, 20].item() == pytest.approx(vv, abs=1e-6)
+    # counted in the file, whatever the placement does to the array
+    msg = rf"{re.escape(str(f.sar))}: filled 13 NaN value\(s\) in 7 pixel\(s\) with the image mean"
+    with pytest.warns(DataWarning, match=msg):
+        s = M3RCRDataset(real_copy, "test", sar_mode=mode)[0]
     assert not torch_isnan_any(s)
+    if mode == "native":
+        vv = (np.clip(np.nanmean(raw), -25, 0) + 25) / 25
+        assert s["sar"][0, 10, 20].item() == pytest.approx(vv, abs=1e-6)
 
 
 def torch_isnan_any(sample: dict) -> bool:
@@ -190,3 +194,56 @@ def test_cli_reports_bad_input_without_traceback(real_copy: Path, tmp_path: Path
     code = main(["info", "--data", str(real_copy), "--split", "test", "--check"])
     out = capsys.readouterr().out
     assert code == 1 and "problems: 1" in out and str(f.cloudmask) in out
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_tiff_without_georeference(real_copy: Path) -> None:
+    f = _files(real_copy)
+    with rasterio.open(f.cloudy) as src:
+        data, profile = src.read(), src.profile
+    profile.update(crs=None, transform=Affine.identity())
+    f.cloudy.unlink()
+    with rasterio.open(f.cloudy, "w", **profile) as dst:
+        dst.write(data)
+    _raises(real_copy, "has no georeference \\(CRS and geotransform\\)", f.cloudy)
+
+
+def test_csv_columns_in_the_wrong_order(real_copy: Path) -> None:
+    csv = real_copy / "test.csv"
+    cols = csv.read_text().strip().split(",")
+    csv.write_text(",".join([cols[1], cols[0], *cols[2:]]) + "\n")
+    with pytest.raises(DataError, match=r"test\.csv row 1: column 1 must be the planet_cloudfree file, found "
+                                        r"planet_cloudy_summer_33_p_1\.tif"):
+        M3RCRDataset(real_copy, "test")
+
+
+def test_csv_with_a_byte_order_mark(real_copy: Path) -> None:
+    csv = real_copy / "test.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    assert M3RCRDataset(real_copy, "test")[0]["name"] == "summer_33_p_1"
+
+
+def test_unreadable_cloud_mask(real_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _files(real_copy)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # tests run as root here, so file modes cannot make the file unreadable: fail the open itself
+    monkeypatch.setattr("m3rcr.data.io.open", denied, raising=False)
+    _raises(real_copy, "cannot be read \\(Permission denied\\)", f.cloudmask)
+    monkeypatch.undo()
+    f.cloudmask.unlink()
+    f.cloudmask.mkdir()  # a folder where the file should be
+    with pytest.raises(DataError, match="missing cloud mask file"):
+        M3RCRDataset(real_copy, "test", check_files=False)[0]
+
+
+def test_bad_crop_sizes(real_root: Path, tmp_path: Path, capsys) -> None:
+    for size in (0, -5, (160, 0)):
+        with pytest.raises(ValueError, match="positive size"):
+            M3RCRDataset(real_root, "test", crop_size=size)
+    code = main(["show", "--data", str(real_root), "--split", "test", "--crop", "0", "--out", str(tmp_path / "c.png")])
+    assert code == 2 and "positive size" in capsys.readouterr().err
+    code = main(["show", "--data", str(real_root), "--split", "test", "--crop", "301", "--out", str(tmp_path / "c.png")])
+    assert code == 2 and "does not fit" in capsys.readouterr().err

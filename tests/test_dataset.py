@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch.utils.data import DataLoader
 
@@ -36,7 +37,14 @@ def test_centre_crop_in_every_mode(real_root: Path, mode: str) -> None:
     else:
         assert torch.equal(crop["sar"], full["sar"][:, 70:230, 70:230])
     tf = tensor_to_affine(crop["transform"])
-    assert tf.c == pytest.approx(760299.0 + 70 * 3) and tf.f == pytest.approx(1898412.0 - 70 * 3)
+    assert tuple(tf)[:6] == (3.0, 0.0, 760299.0 + 70 * 3, 0.0, -3.0, 1898412.0 - 70 * 3)
+    # the returned SAR grid: its own 10 m grid (native), the optical grid (geo), or the SAR footprint
+    # cut into 3 m cells (nearest: the array is resized as if it shared the optical origin)
+    expected_sar = {"native": (10.0, 0.0, 760300.0 + 210, 0.0, -10.0, 1898410.0 - 210),
+                    "geo": tuple(tf)[:6],
+                    "nearest": (3.0, 0.0, 760300.0 + 210, 0.0, -3.0, 1898410.0 - 210)}[mode]
+    assert tuple(crop["sar_transform"].tolist()) == pytest.approx(expected_sar)
+    assert tuple(crop["landcover_transform"].tolist()) == pytest.approx(expected_sar)
     assert crop["cloud_cover"] == pytest.approx(float(crop["cloudmask"].mean()))
     assert crop["cloud_cover_tile"] == pytest.approx(float(full["cloudmask"].mean()))
 
@@ -111,9 +119,15 @@ def test_batches_collate(synth_root: Path) -> None:
     assert len(batch["name"]) == 4 and batch["cloud_cover"].dtype == torch.float64
 
 
-def test_level2_and_full_size_option(synth_root: Path) -> None:
-    s = M3RCRDataset(synth_root, "test", landcover_level=2, sar_mode="geo", optical_size=None, sar_size=None)[0]
-    assert int(s["landcover"].max()) <= 10
+def test_level2_ids_on_synthetic_data(synth_root: Path) -> None:
+    ds = M3RCRDataset(synth_root, "test", landcover_level=2, sar_mode="native")
+    codes = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+    for i in range(len(ds)):
+        with rasterio.open(ds.samples[i].landcover) as src:
+            raw = src.read(1)
+        expected = np.searchsorted(codes, raw)
+        assert np.array_equal(np.asarray(codes)[expected], raw)
+        np.testing.assert_array_equal(ds[i]["landcover"].numpy(), expected)
 
 
 def test_bad_arguments_are_refused(real_root: Path) -> None:

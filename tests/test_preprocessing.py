@@ -115,7 +115,7 @@ def test_normalize_sar_ranges() -> None:
 
 def test_nan_fill_uses_the_image_mean_and_warns() -> None:
     img = np.array([[[1.0, np.nan], [3.0, 5.0]], [[np.nan, 7.0], [9.0, np.nan]]])
-    with pytest.warns(DataWarning, match=r"x\.tif: filled 3 NaN pixel\(s\) with the image mean"):
+    with pytest.warns(DataWarning, match=r"x\.tif: filled 3 NaN value\(s\) in 3 pixel\(s\) with the image mean"):
         out = fill_nan(img, "x.tif")
     assert np.all(out[np.isnan(img)] == 5.0)  # mean of 1, 3, 5, 7, 9
     with pytest.warns(DataWarning, match="band mean"):

@@ -14,6 +14,7 @@ from m3rcr.data import M3RCRDataset, list_split
 from m3rcr.data.layout import scan_split
 from m3rcr.data.preprocess import cloud_cover_bin
 from m3rcr.data.synthetic import BIOMES, SynthConfig, generate_dataset
+from m3rcr.errors import DataError
 
 
 def test_layout_and_csvs(synth_root: Path) -> None:
@@ -139,8 +140,19 @@ def test_refuses_to_overwrite_and_leaves_nothing_partial(tmp_path: Path) -> None
     generate_dataset(out, 2, 1, seed=1, overwrite=True)
     assert len(list_split(out, "train")) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["x"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        generate_dataset(tmp_path / "file", 1, 1, seed=0)
     with pytest.raises(ValueError):
         SynthConfig(size=301)
+
+
+def test_other_tile_sizes_with_the_size_check_off(tmp_path: Path) -> None:
+    root = generate_dataset(tmp_path / "small", 2, 1, seed=0, config=SynthConfig(size=150, patches_per_aoi=2))
+    s = M3RCRDataset(root, "train", sar_mode="native", optical_size=None, sar_size=None)[0]
+    assert s["cloudy"].shape == (4, 150, 150) and s["sar"].shape == (2, 45, 45)
+    with pytest.raises(DataError, match="must be 300x300 pixels, found 150x150"):
+        M3RCRDataset(root, "train")[0]
 
 
 def test_speed(tmp_path: Path) -> None:

@@ -40,10 +40,10 @@ def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
     if isinstance(size, int):
-        return (size, size)
+        size = (size, size)
     size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"expected a size or a (height, width) pair, got {size}")
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"expected a positive size or (height, width) pair, got {size}")
     return size  # type: ignore[return-value]
 
 
@@ -66,7 +66,8 @@ class M3RCRDataset(Dataset):
     ``cloudy``                (4, H, W) float32, reflectance in [0, 1] (blue, green, red, NIR)
     ``cloudfree``             (4, H, W) float32, the cloud-free reference
     ``sar``                   (2, H, W) float32 in [0, 1] (VV, VH); (2, h, w) at 10 m in ``native`` mode
-    ``landcover``             (H, W) int64 class ids of ``landcover_level``; (h, w) in ``native`` mode
+    ``landcover``             (H, W) int64 class ids of ``landcover_level`` (WorldCover no-data: 6 at level 1,
+                              255 at level 2); (h, w) in ``native`` mode
     ``cloudmask``             (H, W) float32, 1 = cloudy
     ``cloud_cover``           float, cloudy fraction of the returned ``cloudmask``
     ``cloud_cover_tile``      float, cloudy fraction of the whole tile (what the benchmark bins by)
@@ -216,7 +217,7 @@ class M3RCRDataset(Dataset):
         if self.sar_mode == "nearest":
             # the authors resize first and fill NaN afterwards; keep their order to reproduce them exactly
             sar, sar_tf = self._place(sar_r, "nearest", "nearest", cloudy_r)
-            sar = fill_nan(sar, files.sar, self.nan_fill)
+            sar = fill_nan(sar, files.sar, self.nan_fill, file_image=sar_r.array)
         else:
             filled = io.Raster(fill_nan(sar_r.array, files.sar, self.nan_fill), sar_r.transform, sar_r.crs,
                                sar_r.nodata, sar_r.path)

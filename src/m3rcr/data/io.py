@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from m3rcr.errors import DataError
 
@@ -51,6 +52,7 @@ def read_geotiff(
     what: str = "raster",
     bands: int | None = None,
     size: tuple[int, int] | None = None,
+    georeferenced: bool = True,
 ) -> Raster:
     """Read every band of a GeoTIFF.
 
@@ -59,14 +61,21 @@ def read_geotiff(
         what: what the file should hold ("cloudy optical", "SAR", ...), used in error messages.
         bands: required band count, or None for any.
         size: required (height, width), or None for any.
+        georeferenced: require a CRS and a geotransform (a plain TIFF is not a GeoTIFF).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, f"missing {what} file")
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # a missing georeference is reported below as a DataError, not as rasterio's warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             if src.driver != "GTiff":
                 raise DataError(path, f"not a GeoTIFF (GDAL reads it as {src.driver}); the {what} must be a GeoTIFF")
+            if georeferenced and (src.crs is None or src.transform == Affine.identity()):
+                raise DataError(path, f"has no georeference (CRS and geotransform); the {what} must be a GeoTIFF")
             if bands is not None and src.count != bands:
                 raise DataError(path, f"{what} must have {bands} band(s), found {src.count}")
             if size is not None and (src.height, src.width) != tuple(size):
@@ -82,8 +91,11 @@ def read_cloudmask(path: str | Path, size: tuple[int, int] | None = None) -> np.
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "missing cloud mask file")
-    with open(path, "rb") as fh:
-        head = fh.read(6)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from None
     if head != _NPY_MAGIC:
         if zipfile.is_zipfile(path):
             problem = "is an .npz archive; the cloud mask must be a single .npy array"

@@ -96,7 +96,8 @@ def read_csv(csv_file: str | Path, split_dir: str | Path) -> list[SampleFiles]:
     """Read a header-less 5-column split list; paths are relative to ``split_dir`` (or absolute)."""
     csv_file, split_dir = Path(csv_file), Path(split_dir)
     try:
-        with open(csv_file, newline="") as fh:
+        # utf-8-sig: spreadsheet programs often start CSV files with a byte-order mark
+        with open(csv_file, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except FileNotFoundError:
         raise DataError(csv_file, "split list not found") from None
@@ -113,6 +114,11 @@ def read_csv(csv_file: str | Path, split_dir: str | Path) -> list[SampleFiles]:
             )
         if i == 1 and not row[0].strip().lower().endswith((".tif", ".tiff")):
             raise DataError(f"{csv_file} row 1", "looks like a header; M3R-CR split lists have none")
+        for col, (kind, cell) in enumerate(zip(KINDS, row), start=1):
+            m = _NAME_RE.match(Path(cell.strip()).stem)
+            if m and m["kind"] != kind:  # names outside the official scheme are not checked
+                raise DataError(f"{csv_file} row {i}", f"column {col} must be the {kind} file, found "
+                                                       f"{Path(cell.strip()).name} (columns: {', '.join(KINDS)})")
         paths = [split_dir / c.strip() for c in row]
         samples.append(SampleFiles(*paths, source=f"{csv_file} row {i}"))
     if not samples:

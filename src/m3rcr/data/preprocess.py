@@ -69,19 +69,22 @@ def class_colors(level: int) -> tuple[str, ...]:
     return _level(level)[1]
 
 
-def fill_nan(image: np.ndarray, where: str | Path, mode: NanFill = "image") -> np.ndarray:
-    """Replace NaN pixels with the image's mean (the public loader's rule) or each band's mean.
+def fill_nan(image: np.ndarray, where: str | Path, mode: NanFill = "image",
+             file_image: np.ndarray | None = None) -> np.ndarray:
+    """Replace NaN values of a (bands, H, W) image with the image's mean (the public loader's rule) or each band's.
 
     ``mode="image"`` is what the authors do: one mean over every band and pixel. A warning says how
-    many pixels were filled; an image with no valid pixel is an error.
+    many values (and pixels) were filled, counted in ``file_image`` if given (the array as stored in
+    the file, when ``image`` is a resampled version of it); an image with no valid value is an error.
     """
     if image.dtype.kind != "f":
         return image
     nan = np.isnan(image)
-    count = int(nan.sum())
-    if count == 0:
+    if not nan.any():
         return image
-    if count == nan.size or (mode == "band" and nan.reshape(len(image), -1).all(axis=1).any()):
+    counted = nan if file_image is None else np.isnan(file_image)
+    count, pixels = int(counted.sum()), int(counted.any(axis=0).sum())
+    if nan.all() or (mode == "band" and nan.reshape(len(image), -1).all(axis=1).any()):
         raise DataError(where, "has no valid (non-NaN) pixels" + (" in a band" if mode == "band" else ""))
     image = image.copy()
     if mode == "image":
@@ -91,7 +94,8 @@ def fill_nan(image: np.ndarray, where: str | Path, mode: NanFill = "image") -> n
         image[nan] = np.broadcast_to(means[:, None, None], image.shape)[nan]
     else:
         raise ValueError(f"nan_fill must be 'image' or 'band', got {mode!r}")
-    warnings.warn(f"{where}: filled {count} NaN pixel(s) with the {mode} mean", DataWarning, stacklevel=2)
+    warnings.warn(f"{where}: filled {count} NaN value(s) in {pixels} pixel(s) with the {mode} mean", DataWarning,
+                  stacklevel=2)
     return image
 
 

@@ -480,6 +480,8 @@ def generate_dataset(
     """
     config = config or SynthConfig()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
