@@ -2,10 +2,25 @@
 
 Implements the M3R-CR data layer, the Align-CR network and the benchmark of Xu et al.,
 "Multimodal and Multiresolution Data Fusion for High-Resolution Cloud Removal" (IEEE TGRS 2024).
+
+``m3rcr.load_model(path, device=None)`` returns a trained model, called as ``model(cloudy, sar)``.
 """
+
+from typing import Any
 
 from m3rcr.errors import DataError, DataWarning
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "DataWarning", "__version__"]
+__all__ = ["DataError", "DataWarning", "__version__", "create_model", "list_models", "load_model"]
+
+_LAZY = {"load_model", "create_model", "list_models"}
+
+
+def __getattr__(name: str) -> Any:
+    # torch and the model zoo load only when asked for, so `import m3rcr` (and the CLI) stay light
+    if name in _LAZY:
+        from m3rcr import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'm3rcr' has no attribute {name!r}")

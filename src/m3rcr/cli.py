@@ -136,6 +136,61 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _model_overrides(pairs: Sequence[str] | None) -> dict[str, object]:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    """Convert an authors' Align-CR checkpoint to ours."""
+    from m3rcr.models.convert import convert_checkpoint
+
+    name, config = convert_checkpoint(args.src, args.dst)
+    print(f"wrote {args.dst}: model {name}, " + ", ".join(f"{k}={v}" for k, v in config.items()))
+    return 0
+
+
+def cmd_complexity(args: argparse.Namespace) -> int:
+    """Parameters, MACs and latency of a model."""
+    import torch
+
+    from m3rcr.evaluation.complexity import measure
+    from m3rcr.models import create_model, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if args.checkpoint:
+        model = load_model(args.checkpoint)
+        name = getattr(model, "registry_name", "model")
+    else:
+        model, name = create_model(args.model, **_model_overrides(args.set)), args.model
+    size = (args.size[0], args.size[-1])
+    result = measure(model, name, size=size, repeats=args.repeats, warmup=args.warmup, device=device, dtype=dtype,
+                     batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        lat = f"{result.latency_ms:.1f} ms (median of {args.repeats})" if result.latency_ms is not None else "not measured"
+        print(f"model       {name}\ninput       {args.batch_size} x {size[0]} x {size[1]}\n"
+              f"parameters  {result.parameters:,}\nMACs        {result.macs / 1e9:.2f} G\n"
+              f"FLOPs       {result.flops / 1e9:.2f} G\nlatency     {lat}\n"
+              f"device      {result.device}, {result.dtype}, {result.threads} threads")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -180,6 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="read every sample (exit status 1 on problems)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert-checkpoint", help="convert an authors' Align-CR checkpoint to ours",
+                       description="Read a checkpoint of the authors' Align-CR code (state dict under 'network', "
+                                   "'module.' prefixes and weight norm allowed), infer its configuration from the "
+                                   "tensor shapes and write an m3rcr checkpoint.")
+    p.add_argument("src", metavar="AUTHORS.pth")
+    p.add_argument("dst", metavar="OUT.ckpt")
+    p.set_defaults(func=cmd_convert_checkpoint)
+
+    p = sub.add_parser("complexity", help="parameters, MACs and latency of a model",
+                       description="Exact parameter count; MACs counted with PyTorch's flop counter (convolutions, "
+                                   "deformable convolutions, linear layers and attention matmuls; FLOPs = 2 x MACs); "
+                                   "forward latency as the median of --repeats runs after --warmup runs.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="NAME", help="a registered model: aligncr, aligncr_wo_sar, aligncr_wo_align, ...")
+    src.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model configuration override (repeatable)")
+    p.add_argument("--size", type=int, nargs="+", default=[160], metavar="N",
+                   help="input size: N or H W (default: 160)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs; 0 skips timing (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="float32, or autocast to bfloat16 / float16 (default: float32)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_complexity)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, semantic and NDVI agreement, model complexity."""

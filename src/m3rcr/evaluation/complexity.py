@@ -1,0 +1,115 @@
+"""Model complexity: exact parameter counts, MACs from PyTorch's flop counter, forward latency."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Every parameter, including those owned directly by non-leaf modules (which thop misses)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _deform_conv2d_flops(x_shape, weight_shape, offset_shape, mask_shape, bias_shape, *args, out_shape=None,
+                         **kwargs) -> int:
+    """FLOPs of torchvision's deformable convolution: those of the convolution it generalises.
+
+    Bilinear sampling and modulation are not counted, as pooling and activations are not.
+    """
+    batch, _, h_out, w_out = out_shape
+    c_out, c_in_per_group, kh, kw = weight_shape
+    return 2 * batch * c_out * c_in_per_group * kh * kw * h_out * w_out
+
+
+def _flop_formulas() -> dict[Any, Any]:
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+
+    # the counter looks formulas up by overload packet, not by overload
+    return {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass: convolutions (deformable included), linear layers and
+    matrix products (attention), as counted by ``torch.utils.flop_counter`` (FLOPs = 2 x MACs)."""
+    counter = FlopCounterMode(display=False, custom_mapping=_flop_formulas())
+    with torch.no_grad(), counter:
+        model(*inputs)
+    return counter.get_total_flops() // 2
+
+
+@dataclass
+class Complexity:
+    """What ``m3rcr complexity`` reports."""
+
+    model: str
+    input_size: list[int]
+    parameters: int
+    macs: int
+    flops: int
+    latency_ms: float | None
+    latency_runs_ms: list[float]
+    device: str
+    dtype: str
+    threads: int
+    batch_size: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
+
+
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int = 5, warmup: int = 1,
+                    dtype: torch.dtype = torch.float32) -> list[float]:
+    """Forward times in ms of ``repeats`` runs after ``warmup`` runs (autocast for bf16/fp16)."""
+    device = inputs[0].device
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
+                else contextlib.nullcontext())
+    times = []
+    with torch.inference_mode(), autocast:
+        for i in range(warmup + repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(*inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def measure(model: nn.Module, name: str, size: tuple[int, int] = (160, 160), repeats: int = 5, warmup: int = 1,
+            device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 1,
+            seed: int = 0) -> Complexity:
+    """Parameters, MACs (counted on CPU in float32) and forward latency of ``model`` on ``device``."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    cloudy = torch.rand(batch_size, getattr(model, "config", {}).get("in_channels", 4), *size, generator=gen)
+    sar = torch.rand(batch_size, getattr(model, "config", {}).get("sar_channels", 2), *size, generator=gen)
+    model = model.eval()
+    macs = count_macs(model.to("cpu"), cloudy, sar)
+    runs: list[float] = []
+    if repeats > 0:
+        model = model.to(device)
+        runs = measure_latency(model, (cloudy.to(device), sar.to(device)), repeats, warmup, dtype)
+    return Complexity(
+        model=name, input_size=list(size), parameters=count_parameters(model), macs=macs, flops=2 * macs,
+        latency_ms=statistics.median(runs) if runs else None, latency_runs_ms=[round(t, 2) for t in runs],
+        device=_device_name(device), dtype=str(dtype).removeprefix("torch."), threads=torch.get_num_threads(),
+        batch_size=batch_size,
+    )

@@ -1,0 +1,340 @@
+"""Building blocks shared by Align-CR and the baselines that use the same designs (GLF-CR).
+
+Every block is a small ``nn.Module`` with explicit constructor arguments and no global state. Blocks
+that fuse two modalities take a ``sar`` switch; without it they are the ordinary single-stream block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp, trunc_normal_
+from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+from torchvision.ops import deform_conv2d
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with bias and zero padding 1."""
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+
+
+def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """1x1 convolution with bias."""
+    return nn.Conv2d(in_channels, out_channels, 1)
+
+
+class WideActivationBlock(nn.Module):
+    """Residual block with wide activation (WDSR-B): 1x1 expand, ReLU, 1x1 linear squeeze, 3x3, plus input.
+
+    All three convolutions are weight-normalised per output channel.
+    """
+
+    def __init__(self, channels: int, expansion: int = 6, linear_channels: int | None = None) -> None:
+        super().__init__()
+        wide = channels * expansion
+        linear = linear_channels if linear_channels is not None else int(0.8 * channels)
+        self.body = nn.Sequential(
+            weight_norm(conv1x1(channels, wide)),
+            nn.ReLU(inplace=True),
+            weight_norm(conv1x1(wide, linear)),
+            weight_norm(conv3x3(linear, channels)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ShallowFeatures(nn.Module):
+    """3x3 convolution + ReLU, then a chain of wide-activation blocks.
+
+    Returns both the rectified first features (for a global residual) and the chain's output.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_blocks: int = 5, expansion: int = 6,
+                 linear_channels: int | None = None) -> None:
+        super().__init__()
+        self.conv = conv3x3(in_channels, channels)
+        self.blocks = nn.Sequential(*(WideActivationBlock(channels, expansion, linear_channels)
+                                      for _ in range(num_blocks)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = F.relu(self.conv(x))
+        return first, self.blocks(first)
+
+
+class ResBlock(nn.Module):
+    """``x + conv3(lrelu(conv3(x)))`` with LeakyReLU(0.1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv3x3(channels, channels), nn.LeakyReLU(0.1, inplace=True),
+                                  conv3x3(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ModulatedDeformConv(nn.Module):
+    """Modulated deformable convolution v2 (3x3) whose offsets and masks come from a guide feature map.
+
+    ``conv_offset`` maps the guide to ``3 * groups * 9`` channels: offsets are the first
+    ``2 * groups * 9`` (torchvision's layout), the mask the sigmoid of the rest. The convolution itself
+    is ``torchvision.ops.deform_conv2d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, deformable_groups: int = 8,
+                 guide_channels: int | None = None, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.deformable_groups = deformable_groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        taps = deformable_groups * kernel_size * kernel_size
+        self.conv_offset = nn.Conv2d(guide_channels or in_channels, 3 * taps, kernel_size,
+                                     padding=kernel_size // 2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Conv2d
+        bound = 1 / math.sqrt(self.weight[0].numel())
+        nn.init.uniform_(self.bias, -bound, bound)
+        # start as an ordinary convolution: zero offsets, mask 0.5 everywhere
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        t = self.conv_offset(guide)
+        n_offset = 2 * self.deformable_groups * self.kernel_size * self.kernel_size
+        offset, mask = t[:, :n_offset], torch.sigmoid(t[:, n_offset:])
+        if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
+            return deform_conv2d(x, offset, self.weight, self.bias, padding=self.kernel_size // 2, mask=mask)
+        # bilinear sampling needs float32 (torchvision has no half-precision CPU kernel; on CUDA its
+        # autocast rule does the same); the result stays float32, as autocast does for precision-bound ops
+        autocast = torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(x.device.type, enabled=False):
+            out = deform_conv2d(x.float(), offset.float(), self.weight.float(), self.bias.float(),
+                                padding=self.kernel_size // 2, mask=mask.float())
+        return out if autocast else out.to(x.dtype)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device: torch.device | None = None
+                        ) -> torch.Tensor:
+    """Swin's attention mask for shifted windows: (num_windows, window^2, window^2), 0 or -100."""
+    region = torch.zeros(1, height, width, 1, device=device)
+    count = 0
+    for hs in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+        for ws in (slice(0, -window), slice(-window, -shift), slice(-shift, None)):
+            region[:, hs, ws, :] = count
+            count += 1
+    windows = window_partition(region, (window, window)).view(-1, window * window)
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention in non-overlapping windows with a relative-position bias.
+
+    With ``sar=True`` (the cross-modal attention of Align-CR / GLF-CR) a second stream has its own
+    ``qkv_sar`` / ``proj_sar``; both streams share the relative-position table, and the SAR-guided gate
+    ``g = sigmoid(gate(As - A))`` (a 1x1 convolution over the head axis of the logit grids) moves the
+    optical logits towards the SAR ones: ``A + (As - A) * g``. The SAR stream itself is not changed.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, sar: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.window = window
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # depends on the window only, never on the input size; recomputed, not stored in checkpoints
+        self.register_buffer("relative_position_index", get_relative_position_index(window, window),
+                             persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.sar = sar
+        if sar:
+            self.qkv_sar = nn.Linear(dim, 3 * dim)
+            self.proj_sar = nn.Linear(dim, dim)
+            self.gate = nn.Conv2d(num_heads, num_heads, 1)
+
+    def _logits(self, x: torch.Tensor, qkv: nn.Linear, mask: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, c = x.shape
+        q, k, v = qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        logits = logits + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        if mask is not None:
+            nw = mask.shape[0]
+            logits = logits.view(b // nw, nw, self.num_heads, n, n) + mask.to(logits.dtype)[None, :, None]
+            logits = logits.view(b, self.num_heads, n, n)
+        return logits, v
+
+    @staticmethod
+    def _attend(logits: torch.Tensor, v: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        b, h, n, _ = logits.shape
+        out = logits.softmax(dim=-1) @ v
+        return proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Windows of tokens (num_windows * B, window^2, C) for each stream -> attended tokens."""
+        logits, v = self._logits(x, self.qkv, mask)
+        if not self.sar:
+            return self._attend(logits, v, self.proj), None
+        if x_sar is None:
+            raise ValueError("cross-modal attention needs the SAR tokens")
+        logits_sar, v_sar = self._logits(x_sar, self.qkv_sar, mask)
+        diff = logits_sar - logits
+        logits = logits + diff * torch.sigmoid(self.gate(diff))
+        return self._attend(logits, v, self.proj), self._attend(logits_sar, v_sar, self.proj_sar)
+
+
+class SwinBlock(nn.Module):
+    """A (cross-modal) Swin transformer block on feature maps (B, C, H, W).
+
+    Pre-norm window attention (shifted by ``shift`` if non-zero) with a residual, then a pre-norm MLP
+    (GELU) with a residual; every sub-layer exists per stream except what :class:`WindowAttention`
+    shares. H and W must be multiples of ``window``; the shift mask is computed for the actual size.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, window: int = 8, shift: int = 0, mlp_ratio: float = 4.0,
+                 sar: bool = True) -> None:
+        super().__init__()
+        self.window, self.shift, self.sar = window, shift, sar
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window, sar=sar)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, hidden)
+        if sar:
+            self.norm1_sar = nn.LayerNorm(dim)
+            self.norm2_sar = nn.LayerNorm(dim)
+            self.mlp_sar = Mlp(dim, hidden)
+        self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
+        if not self.shift:
+            return None
+        key = (h, w, str(device))
+        if key not in self._masks:  # a cache of a pure function of the size, not model state
+            self._masks[key] = shifted_window_mask(h, w, self.window, self.shift, device)
+        return self._masks[key]
+
+    def _windows(self, tokens: torch.Tensor, norm: nn.LayerNorm, h: int, w: int) -> torch.Tensor:
+        b, _, c = tokens.shape
+        x = norm(tokens).view(b, h, w, c)
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(x, (self.window, self.window)).view(-1, self.window * self.window, c)
+
+    def _merge(self, windows: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+        c = windows.shape[-1]
+        x = window_reverse(windows.view(-1, self.window, self.window, c), (self.window, self.window), h, w)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return x.reshape(b, h * w, c)
+
+    def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b, c, h, w = x.shape
+        if h % self.window or w % self.window:
+            raise ValueError(f"feature map {h}x{w} is not a multiple of the window {self.window}")
+        mask = self._mask(h, w, x.device)
+        t = x.flatten(2).transpose(1, 2)  # tokens in row-major pixel order
+        t_sar = x_sar.flatten(2).transpose(1, 2) if self.sar else None
+        a, a_sar = self.attn(self._windows(t, self.norm1, h, w),
+                             self._windows(t_sar, self.norm1_sar, h, w) if self.sar else None, mask)
+        t = t + self._merge(a, b, h, w)
+        t = t + self.mlp(self.norm2(t))
+        out = t.transpose(1, 2).reshape(b, c, h, w)
+        if not self.sar:
+            return out, None
+        t_sar = t_sar + self._merge(a_sar, b, h, w)
+        t_sar = t_sar + self.mlp_sar(self.norm2_sar(t_sar))
+        return out, t_sar.transpose(1, 2).reshape(b, c, h, w)
+
+
+class ResidualDenseBlock(nn.Module):
+    """Residual dense block with a (cross-modal) Swin block before the residual, per stream.
+
+    Dense steps ``x = cat[x, relu(conv3(x))]`` (``num_convs`` of them, growth ``growth``), local
+    fusion ``conv3`` back to ``channels``, the Swin block on both streams, plus the block input.
+    """
+
+    def __init__(self, channels: int, growth: int, num_convs: int, num_heads: int = 8, window: int = 8,
+                 shift: int = 0, mlp_ratio: float = 4.0, sar: bool = True) -> None:
+        super().__init__()
+        self.sar = sar
+        self.dense_opt = self._dense(channels, growth, num_convs)
+        self.fuse_opt = conv3x3(channels + num_convs * growth, channels)
+        if sar:
+            self.dense_sar = self._dense(channels, growth, num_convs)
+            self.fuse_sar = conv3x3(channels + num_convs * growth, channels)
+        self.swin = SwinBlock(channels, num_heads, window, shift, mlp_ratio, sar=sar)
+
+    @staticmethod
+    def _dense(channels: int, growth: int, num_convs: int) -> nn.ModuleList:
+        return nn.ModuleList(conv3x3(channels + i * growth, growth) for i in range(num_convs))
+
+    @staticmethod
+    def _run(x: torch.Tensor, convs: nn.ModuleList, fuse: nn.Conv2d) -> torch.Tensor:
+        for conv in convs:
+            x = torch.cat([x, F.relu(conv(x))], dim=1)
+        return fuse(x)
+
+    def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a = self._run(x, self.dense_opt, self.fuse_opt)
+        a_sar = self._run(x_sar, self.dense_sar, self.fuse_sar) if self.sar else None
+        a, a_sar = self.swin(a, a_sar)
+        return a + x, (a_sar + x_sar if self.sar else None)
+
+
+def dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-pixel, per-channel ``size x size`` filtering of ``x`` (B, C, H, W) with replicate padding.
+
+    ``kernels`` is (B, C * size^2, H, W), channel ``size^2 * c + size * i + j`` weighting the neighbour
+    at row offset ``i`` and column offset ``j`` (0-based from the top-left of the window) of channel c.
+    """
+    b, c, h, w = x.shape
+    p = size // 2
+    patches = F.unfold(F.pad(x, (p, p, p, p), mode="replicate"), size)  # (B, C * size^2, H * W)
+    return (patches * kernels.flatten(2)).view(b, c, size * size, h * w).sum(dim=2).view(b, c, h, w)
+
+
+class DynamicFilterFusion(nn.Module):
+    """SAR-based local compensation: predict per-pixel filters from both streams, filter the SAR
+    features, then exchange information through two sigmoid-gated updates::
+
+        sar_f = filter(sar)
+        opt'  = opt + (sar_f - opt) * sigmoid(sar_to_opt(sar_f - opt))
+        sar'  = sar + (opt' - sar_f) * sigmoid(opt_to_sar(opt' - sar_f))
+    """
+
+    def __init__(self, channels: int, filter_size: int = 5) -> None:
+        super().__init__()
+        self.filter_size = filter_size
+        self.kernel_net = nn.Sequential(
+            nn.Sequential(conv3x3(2 * channels, channels), nn.LeakyReLU(0.1, inplace=True)),
+            ResBlock(channels),
+            ResBlock(channels),
+            nn.Sequential(conv1x1(channels, filter_size * filter_size * channels), nn.LeakyReLU(0.1, inplace=True)),
+        )
+        self.sar_to_opt = conv1x1(channels, channels)
+        self.opt_to_sar = conv1x1(channels, channels)
+
+    def forward(self, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kernels = self.kernel_net(torch.cat([opt, sar], dim=1))
+        sar_f = dynamic_filter(sar, kernels, self.filter_size)
+        d = sar_f - opt
+        opt = opt + d * torch.sigmoid(self.sar_to_opt(d))
+        d = opt - sar_f
+        return opt, sar + d * torch.sigmoid(self.opt_to_sar(d))

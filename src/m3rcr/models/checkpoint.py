@@ -1,0 +1,69 @@
+"""Our checkpoint format: model name, full configuration and weights, loadable with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from m3rcr.errors import DataError
+from m3rcr.models.registry import create_model
+from m3rcr.utils.files import atomic_path
+
+FORMAT = "m3rcr-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save a registry model with its name and configuration (written atomically)."""
+    from m3rcr import __version__
+
+    name = getattr(model, "registry_name", None)
+    if name is None or not hasattr(model, "config"):
+        raise ValueError("only models made by m3rcr.models.create_model can be saved this way")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": name,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": {"m3rcr_version": __version__, "torch_version": str(torch.__version__),
+                 "saved": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **(extra or {})},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load our checkpoint file safely (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
+        raise DataError(path, f"cannot be read as an m3rcr checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        hint = " (a checkpoint of the authors' code? convert it with `m3rcr convert-checkpoint`)" \
+            if isinstance(payload, dict) and ("network" in payload or "state_dict" in payload) else ""
+        raise DataError(path, f"not an m3rcr checkpoint{hint}")
+    return payload
+
+
+def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
+    """The model stored in an m3rcr checkpoint, in eval mode, on ``device`` (default: CPU).
+
+    Call it as ``model(cloudy, sar)`` with (B, 4, H, W) and (B, 2, H, W) tensors in [0, 1].
+    """
+    payload = read_checkpoint(path)
+    model = create_model(payload["model"], **payload["config"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise DataError(path, f"weights do not fit model {payload['model']!r}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return model.to(device or "cpu").eval()

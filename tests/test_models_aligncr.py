@@ -1,0 +1,242 @@
+"""Align-CR: the authors' outputs, any input size, gradients, ablations, checkpoints, complexity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SHARED
+
+from m3rcr.cli import main
+from m3rcr.errors import DataError
+from m3rcr.evaluation.complexity import count_macs, count_parameters
+from m3rcr.models import create_model, list_models, load_model, save_checkpoint
+from m3rcr.models.blocks import ModulatedDeformConv
+from m3rcr.models.convert import convert_checkpoint, convert_state_dict, map_key
+
+GOLDEN = SHARED / "golden" / "aligncr_small.pt"
+KEYS_TSV = SHARED / "specs" / "aligncr_official_keys.tsv"
+TINY = dict(features=16, growth=8, convs_per_block=2, blocks=2, num_heads=2, window=8, war_blocks=1,
+            head_channels=16, deformable_groups=2)
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return torch.load(GOLDEN, weights_only=True)
+
+
+def _authors_file(golden: dict, path: Path) -> Path:
+    """The golden weights as the authors' code saves them: DataParallel prefixes under 'network'."""
+    torch.save({"network": {f"module.{k}": v for k, v in golden["state_dict"].items()}, "epoch": 30}, path)
+    return path
+
+
+def test_reproduces_the_authors_output(golden: dict, tmp_path: Path) -> None:
+    name, config = convert_checkpoint(_authors_file(golden, tmp_path / "authors.pth"), tmp_path / "ours.ckpt")
+    assert name == "aligncr"
+    assert config["features"] == 32 and config["growth"] == 16 and config["convs_per_block"] == 3
+    assert config["blocks"] == 2 and config["num_heads"] == 8 and config["filter_size"] == 5
+    model = load_model(tmp_path / "ours.ckpt")
+    assert not model.training
+    with torch.no_grad():
+        out = model(golden["cloudy"], golden["sar"])
+    assert (out - golden["output"]).abs().max().item() < 1e-5
+
+
+def test_bare_state_dict_converts_too(golden: dict) -> None:
+    name, config, state = convert_state_dict(golden["state_dict"])
+    model = create_model(name, **config).eval()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out = model(golden["cloudy"], golden["sar"])
+    assert (out - golden["output"]).abs().max().item() < 1e-5
+
+
+def test_every_official_key_maps_onto_the_default_model() -> None:
+    """The authors' 921 state-dict entries (default configuration) fill our default model exactly."""
+    rows = [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:]]
+    assert len(rows) == 921
+    state = {k: torch.zeros([int(s) for s in shape.split("x")]) for k, shape, *_ in rows}
+    name, config, ours = convert_state_dict(state)
+    assert name == "aligncr"
+    model = create_model(name, **config)
+    assert model.config == create_model("aligncr").config
+    model.load_state_dict(ours, strict=True)
+    buffers = [k for k, *_, kind, _ in rows if kind == "buffer"]
+    assert buffers and all(map_key(k) is None for k in buffers)
+    assert sum(int(n) for _, _, n, kind, _ in rows if kind == "param") == count_parameters(model)
+
+
+def test_default_configuration_size() -> None:
+    model = create_model("aligncr").eval()
+    assert count_parameters(model) == 45_528_532
+    align = sum(p.numel() for n, p in model.named_parameters() if ".align." in n)
+    assert align == 29_168_064
+    # every operation scales with the number of pixels, so MACs at 160 px = 25 x MACs at 32 px
+    macs = 25 * count_macs(model, torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32))
+    assert macs == pytest.approx(183.0e9, rel=2e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 50, 70), (2, 300, 300), (1, 64, 48), (1, 17, 5)])
+def test_any_input_size(shape: tuple[int, int, int]) -> None:
+    b, h, w = shape
+    model = create_model("aligncr", **TINY).eval()
+    with torch.no_grad():
+        out = model(torch.rand(b, 4, h, w), torch.rand(b, 2, h, w))
+    assert out.shape == (b, 4, h, w) and torch.isfinite(out).all()
+
+
+def test_padding_does_not_leak_into_valid_sizes(golden: dict) -> None:
+    """On a multiple of 16 no padding happens; cropping a padded result back is exact in shape and skip."""
+    model = create_model("aligncr", **TINY).eval()
+    x, s = torch.rand(1, 4, 48, 48), torch.rand(1, 2, 48, 48)
+    for block in model.modules():
+        if hasattr(block, "_masks"):
+            block._masks.clear()
+    with torch.no_grad():
+        model(x, s)
+    sizes = {k[:2] for block in model.modules() if hasattr(block, "_masks") for k in block._masks}
+    assert sizes == {(24, 24)}  # attention ran on the true half-resolution grid
+
+
+def test_zero_head_returns_the_cloudy_input() -> None:
+    model = create_model("aligncr", **TINY).eval()
+    torch.nn.init.zeros_(model.head[-1].weight)
+    torch.nn.init.zeros_(model.head[-1].bias)
+    x = torch.rand(2, 4, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.rand(2, 2, 40, 56)), x)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    torch.manual_seed(0)
+    model = create_model("aligncr", **TINY)
+    # offset convolutions start at zero (plain convolutions), which blocks gradients to everything
+    # that feeds them until the first update; move them off zero as training would
+    for m in model.modules():
+        if isinstance(m, ModulatedDeformConv):
+            torch.nn.init.normal_(m.conv_offset.weight, 0, 0.05)
+    out = model(torch.rand(2, 4, 32, 48), torch.rand(2, 2, 32, 48))
+    ((out - 0.5) ** 2).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # the last block's SAR update feeds nothing downstream, in the authors' network too
+    assert no_grad == ["blocks.1.fusion.opt_to_sar.weight", "blocks.1.fusion.opt_to_sar.bias"]
+
+
+def _names(name: str) -> dict[str, torch.Size]:
+    return {n: p.shape for n, p in create_model(name, **TINY).named_parameters()}
+
+
+def test_ablation_switches_remove_exactly_their_parameters() -> None:
+    full, wo_align, wo_sar = _names("aligncr"), _names("aligncr_wo_align"), _names("aligncr_wo_sar")
+    assert set(wo_align) < set(full) and set(wo_sar) < set(full)
+    assert all(full[n] == s for n, s in {**wo_align, **wo_sar}.items())
+    assert set(full) - set(wo_align) == {n for n in full if ".align." in n}
+    sar_only = {n for n in full if "sar" in n or any(t in n for t in (".align.", ".fusion.", ".attn.gate."))}
+    assert set(full) - set(wo_sar) == sar_only
+    # the optical path is complete in both ablations
+    assert {n for n in full if n.startswith(("opt_features", "gff", "head"))} <= set(wo_sar)
+
+
+def test_ablations_run() -> None:
+    x, s = torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        wo_sar = create_model("aligncr_wo_sar", **TINY).eval()
+        assert torch.equal(wo_sar(x), wo_sar(x, s))  # the SAR input is ignored
+        assert create_model("aligncr_wo_align", **TINY).eval()(x, s).shape == x.shape
+    with pytest.raises(ValueError, match="model\\(cloudy, sar\\)"):
+        create_model("aligncr", **TINY)(x)
+    with pytest.raises(ValueError, match="H, W of cloudy"):
+        create_model("aligncr", **TINY)(x, torch.rand(1, 2, 16, 16))
+    with pytest.raises(ValueError, match="fixes use_sar=False"):
+        create_model("aligncr_wo_sar", use_sar=True)
+
+
+def test_registry() -> None:
+    assert {"aligncr", "aligncr_wo_sar", "aligncr_wo_align"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("nope")
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = create_model("aligncr_wo_align", **TINY).eval()
+    path = save_checkpoint(model, tmp_path / "m.ckpt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["model"] == "aligncr_wo_align" and payload["config"]["features"] == 16
+    assert not any("attn_mask" in k or "relative_position_index" in k for k in payload["state_dict"])
+    loaded = load_model(path, device="cpu")
+    x, s = torch.rand(1, 4, 24, 40), torch.rand(1, 2, 24, 40)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, s), model(x, s))
+    torch.save({"network": {}}, tmp_path / "authors.pth")
+    with pytest.raises(DataError, match="convert it with `m3rcr convert-checkpoint`"):
+        load_model(tmp_path / "authors.pth")
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(DataError, match="cannot be read as an m3rcr checkpoint"):
+        load_model(tmp_path / "junk.ckpt")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_converter_refuses_code_and_foreign_files(tmp_path: Path, capsys) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    import pickle
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"network": Evil()}))
+    code = main(["convert-checkpoint", str(tmp_path / "evil.pth"), str(tmp_path / "out.ckpt")])
+    captured = capsys.readouterr()
+    assert code == 2 and "executed" not in captured.out and "evil.pth" in captured.err
+    torch.save({"network": {"foo.weight": torch.zeros(1)}}, tmp_path / "foreign.pth")
+    assert main(["convert-checkpoint", str(tmp_path / "foreign.pth"), str(tmp_path / "out.ckpt")]) == 2
+    assert "not an Align-CR checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_converter_accepts_folded_weight_norm(golden: dict) -> None:
+    """Weight-norm convolutions saved as plain weights (norm folded in) give the same network."""
+    state = dict(golden["state_dict"])
+    for key in [k for k in state if k.endswith("weight_g")]:
+        base = key.removesuffix("_g")
+        g, v = state.pop(base + "_g"), state.pop(base + "_v")
+        state[base] = g * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    name, config, ours = convert_state_dict(state)
+    model = create_model(name, **config).eval()
+    model.load_state_dict(ours, strict=True)
+    with torch.no_grad():
+        assert (model(golden["cloudy"], golden["sar"]) - golden["output"]).abs().max().item() < 1e-5
+
+
+def test_bfloat16_weights_run_on_cpu() -> None:
+    model = create_model("aligncr", **TINY).eval().to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(torch.rand(1, 4, 32, 32, dtype=torch.bfloat16), torch.rand(1, 2, 32, 32, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_cpu_autocast_bfloat16() -> None:
+    model = create_model("aligncr", **TINY).eval()
+    x, s = torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        ref = model(x, s)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, s)
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max().item() < 0.1
+
+
+def test_complexity_cli(capsys) -> None:
+    args = ["complexity", "--model", "aligncr", "--size", "32", "48", "--repeats", "2", "--json"]
+    for kv in ("features=16", "growth=8", "convs_per_block=2", "blocks=2", "num_heads=2", "war_blocks=1",
+               "head_channels=16", "deformable_groups=2"):
+        args += ["--set", kv]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    model = create_model("aligncr", **TINY)
+    assert result["parameters"] == count_parameters(model)
+    assert result["macs"] == count_macs(model.eval(), torch.rand(1, 4, 32, 48), torch.rand(1, 2, 32, 48))
+    assert result["flops"] == 2 * result["macs"] and result["latency_ms"] > 0
+    assert len(result["latency_runs_ms"]) == 2 and result["device"].startswith("cpu")
