@@ -18,10 +18,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["aligncr", "aligncr_wo_align", "aligncr_wo_sar"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 300])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (at least 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     dtype = getattr(torch, args.dtype)
     print("| model | input | parameters | GMACs | latency (median) | device |\n|---|---|---|---|---|---|")
     for name in args.models:

@@ -124,9 +124,19 @@ def test_deformable_conv_starts_as_a_half_masked_convolution() -> None:
     torch.testing.assert_close(shifted[..., 1:-1], ref[..., 1:-1], atol=1e-4, rtol=1e-4)  # away from the borders
 
 
-def test_wide_activation_block_is_weight_normalised() -> None:
+def test_wide_activation_block() -> None:
+    torch.manual_seed(4)
     block = WideActivationBlock(8)
-    conv = block.body[0]
-    g, v = conv.parametrizations.weight.original0, conv.parametrizations.weight.original1
-    torch.testing.assert_close(conv.weight, g * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
-    assert [m.weight.shape[0] for m in (block.body[0], block.body[2], block.body[3])] == [48, 6, 8]
+    convs = [block.body[i] for i in (0, 2, 3)]
+    assert [c.weight.shape for c in convs] == [(48, 8, 1, 1), (6, 48, 1, 1), (8, 6, 3, 3)]
+    weights = []
+    for conv in convs:  # all three weight-normalised per output channel: w = g v / |v|
+        g, v = conv.parametrizations.weight.original0, conv.parametrizations.weight.original1
+        with torch.no_grad():
+            g.mul_(torch.rand_like(g) + 0.5)  # make g differ from |v| so the test can tell
+        weights.append((g * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).detach())
+    x = torch.randn(1, 8, 5, 5)
+    y = F.conv2d(F.relu(F.conv2d(x, weights[0], convs[0].bias)), weights[1], convs[1].bias)
+    ref = x + F.conv2d(y, weights[2], convs[2].bias, padding=1)  # no activation after the last two
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)

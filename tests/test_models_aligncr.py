@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import SHARED
 
 from m3rcr.cli import main
@@ -88,17 +89,29 @@ def test_any_input_size(shape: tuple[int, int, int]) -> None:
     assert out.shape == (b, 4, h, w) and torch.isfinite(out).all()
 
 
-def test_padding_does_not_leak_into_valid_sizes(golden: dict) -> None:
-    """On a multiple of 16 no padding happens; cropping a padded result back is exact in shape and skip."""
+@pytest.mark.parametrize("h,w", [(50, 70), (17, 5)])
+def test_padding_and_cropping_line_up(h: int, w: int) -> None:
+    """An odd-sized input gives exactly the top-left part of the output for its own padded version."""
     model = create_model("aligncr", **TINY).eval()
-    x, s = torch.rand(1, 4, 48, 48), torch.rand(1, 2, 48, 48)
-    for block in model.modules():
-        if hasattr(block, "_masks"):
-            block._masks.clear()
+    x, s = torch.rand(2, 4, h, w), torch.rand(2, 2, h, w)
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16
+    xp = F.pad(x, (0, W - w, 0, H - h), mode="replicate")
+    sp = F.pad(s, (0, W - w, 0, H - h), mode="replicate")
     with torch.no_grad():
-        model(x, s)
-    sizes = {k[:2] for block in model.modules() if hasattr(block, "_masks") for k in block._masks}
-    assert sizes == {(24, 24)}  # attention ran on the true half-resolution grid
+        small, big = model(x, s), model(xp, sp)
+    torch.testing.assert_close(small, big[..., :h, :w], atol=1e-6, rtol=1e-6)
+    # attention ran on the padded half-resolution grid, nothing else
+    sizes = {k[:2] for m in model.modules() if hasattr(m, "_masks") for k in m._masks}
+    assert sizes == {(H // 2, W // 2)}
+
+
+def test_batch_items_are_independent() -> None:
+    model = create_model("aligncr", **TINY).eval()
+    x, s = torch.rand(3, 4, 24, 40), torch.rand(3, 2, 24, 40)
+    with torch.no_grad():
+        batch = model(x, s)
+        single = torch.cat([model(x[i:i + 1], s[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
 
 
 def test_zero_head_returns_the_cloudy_input() -> None:
@@ -239,4 +252,39 @@ def test_complexity_cli(capsys) -> None:
     assert result["parameters"] == count_parameters(model)
     assert result["macs"] == count_macs(model.eval(), torch.rand(1, 4, 32, 48), torch.rand(1, 2, 32, 48))
     assert result["flops"] == 2 * result["macs"] and result["latency_ms"] > 0
-    assert len(result["latency_runs_ms"]) == 2 and result["device"].startswith("cpu")
+    runs = result["latency_runs_ms"]
+    assert len(runs) == 2 and result["latency_ms"] == pytest.approx(sorted(runs)[0] / 2 + sorted(runs)[1] / 2, abs=0.01)
+    assert result["device"].startswith("cpu") and result["padded_size"] is None
+    assert main(["complexity", "--model", "aligncr", "--set", "featurez=3"]) == 2
+    assert "has no option 'featurez'" in capsys.readouterr().err
+    assert main(["complexity", "--model", "aligncr", "--size", "1", "2", "3"]) == 2
+    assert "--size takes N or H W" in capsys.readouterr().err
+
+
+def test_macs_follow_the_padded_size() -> None:
+    from m3rcr.evaluation.complexity import measure
+
+    model = create_model("aligncr", **TINY)
+    odd = measure(model, "aligncr", size=(50, 70), repeats=0)
+    even = measure(model, "aligncr", size=(64, 80), repeats=0)
+    assert odd.padded_size == [64, 80] and even.padded_size is None
+    assert odd.macs == even.macs and odd.latency_ms is None
+
+
+def _official_rows() -> list[list[str]]:
+    return [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:]]
+
+
+@pytest.mark.parametrize("ablation", ["aligncr_wo_sar", "aligncr_wo_align"])
+def test_ablation_checkpoints_convert(ablation: str) -> None:
+    """The authors' key layout without the SAR stream (or without SFAlign) converts to the ablation."""
+    sar_parts = ("SFE_conv_SAR", "SFE_module_SAR", "SFAlign", "conv_SAR", "LFF_SAR", "_SAR.", "attn_fuse_1x1conv",
+                 "DF.", "sar_fuse_1x1conv", "opt_distribute_1x1conv")
+    removed = sar_parts if ablation == "aligncr_wo_sar" else ("SFAlign",)
+    state = {k: torch.zeros([int(n) for n in shape.split("x")]) for k, shape, *_ in _official_rows()
+             if not any(part in k for part in removed)}
+    name, config, ours = convert_state_dict(state)
+    assert name == ablation
+    model = create_model(name, **config)
+    model.load_state_dict(ours, strict=True)
+    assert model.config == create_model(ablation).config

@@ -172,7 +172,11 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if len(args.size) > 2:
+        raise ValueError(f"--size takes N or H W, got {len(args.size)} values")
     if args.checkpoint:
+        if args.set:
+            raise ValueError("--set changes a model's configuration; it cannot apply to --checkpoint")
         model = load_model(args.checkpoint)
         name = getattr(model, "registry_name", "model")
     else:
@@ -184,7 +188,8 @@ def cmd_complexity(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         lat = f"{result.latency_ms:.1f} ms (median of {args.repeats})" if result.latency_ms is not None else "not measured"
-        print(f"model       {name}\ninput       {args.batch_size} x {size[0]} x {size[1]}\n"
+        padded = f" (computed at {result.padded_size[0]} x {result.padded_size[1]})" if result.padded_size else ""
+        print(f"model       {name}\ninput       {args.batch_size} x {size[0]} x {size[1]}{padded}\n"
               f"parameters  {result.parameters:,}\nMACs        {result.macs / 1e9:.2f} G\n"
               f"FLOPs       {result.flops / 1e9:.2f} G\nlatency     {lat}\n"
               f"device      {result.device}, {result.dtype}, {result.threads} threads")

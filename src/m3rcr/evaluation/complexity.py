@@ -62,6 +62,7 @@ class Complexity:
     dtype: str
     threads: int
     batch_size: int = 1
+    padded_size: list[int] | None = None  #: the size the model computes on, if it pads its input
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,20 +97,24 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
 def measure(model: nn.Module, name: str, size: tuple[int, int] = (160, 160), repeats: int = 5, warmup: int = 1,
             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 1,
             seed: int = 0) -> Complexity:
-    """Parameters, MACs (counted on CPU in float32) and forward latency of ``model`` on ``device``."""
+    """Parameters, MACs and forward latency of ``model`` on ``device`` (the model is moved there, in eval mode).
+
+    MACs are counted in float32; a model that pads its input (``size_multiple``) computes, and is
+    counted, on the padded size, which is reported as ``padded_size``.
+    """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    cloudy = torch.rand(batch_size, getattr(model, "config", {}).get("in_channels", 4), *size, generator=gen)
-    sar = torch.rand(batch_size, getattr(model, "config", {}).get("sar_channels", 2), *size, generator=gen)
-    model = model.eval()
-    macs = count_macs(model.to("cpu"), cloudy, sar)
-    runs: list[float] = []
-    if repeats > 0:
-        model = model.to(device)
-        runs = measure_latency(model, (cloudy.to(device), sar.to(device)), repeats, warmup, dtype)
+    config = getattr(model, "config", {})
+    cloudy = torch.rand(batch_size, config.get("in_channels", 4), *size, generator=gen).to(device)
+    sar = torch.rand(batch_size, config.get("sar_channels", 2), *size, generator=gen).to(device)
+    model = model.to(device).eval()
+    macs = count_macs(model, cloudy, sar)
+    runs = measure_latency(model, (cloudy, sar), repeats, warmup, dtype) if repeats > 0 else []
+    multiple = getattr(model, "size_multiple", None)
+    padded = [-(-n // multiple) * multiple for n in size] if multiple else None
     return Complexity(
         model=name, input_size=list(size), parameters=count_parameters(model), macs=macs, flops=2 * macs,
         latency_ms=statistics.median(runs) if runs else None, latency_runs_ms=[round(t, 2) for t in runs],
         device=_device_name(device), dtype=str(dtype).removeprefix("torch."), threads=torch.get_num_threads(),
-        batch_size=batch_size,
+        batch_size=batch_size, padded_size=padded if padded != list(size) else None,
     )

@@ -225,6 +225,8 @@ class SwinBlock(nn.Module):
             return None
         key = (h, w, str(device))
         if key not in self._masks:  # a cache of a pure function of the size, not model state
+            if len(self._masks) >= 8:  # tiling many sizes must not grow memory without bound
+                self._masks.pop(next(iter(self._masks)))
             self._masks[key] = shifted_window_mask(h, w, self.window, self.shift, device)
         return self._masks[key]
 

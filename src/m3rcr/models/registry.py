@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,11 @@ def create_model(name: str, **config: Any) -> nn.Module:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     entry = _REGISTRY[name]
+    accepted = set(inspect.signature(entry.cls).parameters)
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"options: {', '.join(sorted(accepted - set(entry.fixed)))}")
     clash = {k: v for k, v in config.items() if k in entry.fixed and entry.fixed[k] != v}
     if clash:
         raise ValueError(f"model {name!r} fixes {', '.join(f'{k}={entry.fixed[k]!r}' for k in clash)}")
