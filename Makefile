@@ -28,6 +28,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
+	rm -rf $(DEMO)/runs $(DEMO)/eval $(DEMO)/report
 	$(M3RCR) synth $(DEMO)/data --train 24 --test 8 --seed 0 --overwrite
 	$(M3RCR) info --data $(DEMO)/data --split test --check
 	$(M3RCR) show --data $(DEMO)/data --split test --index 0 1 2 3 --out $(DEMO)/samples
@@ -36,7 +37,13 @@ demo: install
 	  $(M3RCR) show --data $(SAMPLES) --split train --all --out $(DEMO)/real && \
 	  $(M3RCR) show --data $(SAMPLES) --split test --all --out $(DEMO)/real; \
 	fi
-	@echo "demo outputs in $(DEMO)/"
+	$(M3RCR) train --config configs/demo.yaml data.root=$(DEMO)/data --out $(DEMO)/runs/aligncr_small run.progress_bar=false
+	$(M3RCR) evaluate --checkpoint $(DEMO)/runs/aligncr_small/checkpoints/best.ckpt --name "Align-CR (small)" \
+	  --data $(DEMO)/data --split test --out $(DEMO)/eval/aligncr_small --save-predictions --device cpu --quiet
+	$(M3RCR) evaluate --method cloudy --name Cloudy --data $(DEMO)/data --split test --out $(DEMO)/eval/cloudy --quiet
+	$(M3RCR) compare $(DEMO)/eval/cloudy $(DEMO)/eval/aligncr_small --out $(DEMO)/report
+	@cat $(DEMO)/report/tables.md
+	@echo "demo outputs in $(DEMO)/ (report: $(DEMO)/report/)"
 
 test: install-test
 	$(PY) -m pytest -n 2 -q

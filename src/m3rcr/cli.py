@@ -196,6 +196,94 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    """``--set a.b=v`` and bare ``a.b=v`` / ``--a.b v`` / ``--a.b=v`` arguments as ``a.b=v`` strings."""
+    out = list(getattr(args, "set", None) or [])
+    rest = list(extra)
+    while rest:
+        item = rest.pop(0)
+        if item.startswith("--") and "." in item.split("=", 1)[0]:
+            key = item[2:]
+            if "=" in key:
+                out.append(key)
+            elif rest:
+                out.append(f"{key}={rest.pop(0)}")
+            else:
+                raise ValueError(f"{item} needs a value")
+        elif "=" in item and not item.startswith("-"):
+            out.append(item)
+        else:
+            raise ValueError(f"unrecognised argument {item!r} (overrides look like section.key=value)")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model from a YAML configuration (or resume a run)."""
+    from m3rcr.training.config import load_config
+    from m3rcr.training.run import train
+
+    overrides = _split_overrides(args, args.extra)
+    if args.out:
+        overrides.append(f"run.dir={args.out}")
+    if args.resume:
+        run = train(resume=args.resume, overrides=overrides)
+    else:
+        run = train(load_config(args.config, overrides))  # without --config: the defaults (configs/aligncr.yaml)
+    print(f"run folder: {run}")
+    return 0
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    return torch.device(name)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint (or the cloudy input) on a split."""
+    from m3rcr.data import M3RCRDataset
+    from m3rcr.evaluation.evaluate import cloudy_predictor, evaluate, model_predictor
+    from m3rcr.models import load_model
+
+    device = _device(args.device)
+    ds = M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
+                      landcover_mode="geo" if args.sar_mode == "geo" else "nearest", crop_size=args.crop,
+                      crop="center")
+    if args.method == "cloudy":
+        predict, method, settings = cloudy_predictor, "cloudy", {"checkpoint": None}
+    else:
+        if not args.checkpoint:
+            raise ValueError("give --checkpoint CKPT or --method cloudy")
+        model = load_model(args.checkpoint, device=device)
+        predict = model_predictor(model, args.precision)
+        method = args.name or getattr(model, "registry_name", "model")
+        settings = {"checkpoint": str(args.checkpoint), "model": getattr(model, "registry_name", None),
+                    "precision": args.precision}
+    summary = evaluate(predict, ds, args.out, args.name or method, batch_size=args.batch_size, device=device,
+                       num_workers=args.workers, clip=args.clip, save_predictions=args.save_predictions,
+                       figure_names=args.samples, figure_count=args.figure_count, settings=settings,
+                       progress=not args.quiet)
+    o = summary["overall"]
+    print(f"{args.name or method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
+          f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """One set of tables and figures for several evaluations."""
+    from m3rcr.evaluation.evaluate import compare
+
+    if args.names and len(args.names) != len(args.folders):
+        raise ValueError("--names needs one name per folder")
+    compare(args.folders, args.out, args.names)
+    print(f"tables and figures in {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -241,6 +329,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("train", help="train a model from a YAML configuration",
+                       description="Train a model with Lightning from a YAML configuration (configs/*.yaml), "
+                                   "with overrides as section.key=value (or --section.key value). On CPU, one "
+                                   "GPU, several GPUs (trainer.devices=N) and several nodes (trainer.num_nodes=N). "
+                                   "--resume RUN continues a run from its last saved state.",
+                       epilog="example: m3rcr train --config configs/aligncr.yaml data.root=/data/M3R-CR "
+                              "trainer.devices=2 trainer.precision=bf16-mixed")
+    p.add_argument("--config", metavar="FILE", help="experiment configuration (YAML)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--out", metavar="RUN", help="run folder (same as run.dir=RUN)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override (repeatable)")
+    p.set_defaults(func=cmd_train, accepts_extra=True)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
+                       description="Image-reconstruction metrics of the M3R-CR benchmark (MAE, PSNR, SSIM, SAM) "
+                                   "overall, per land-cover class and per cloud-cover bin; writes metrics.json, "
+                                   "metrics.csv, tables (Table II layout) and figures (Fig. 4 and 5 layouts).")
+    _add_data_args(p, split_default="test")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
+    what.add_argument("--method", choices=("cloudy",), help="'cloudy': score the cloudy input itself (the floor)")
+    p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder")
+    p.add_argument("--name", help="method name in tables (default: the model's registry name)")
+    p.add_argument("--crop", type=int, metavar="N",
+                   help="centred N x N crop (160: what the authors' code evaluates; default: whole tiles)")
+    p.add_argument("--sar-mode", choices=("nearest", "geo"), default="nearest", help="SAR placement (default: nearest)")
+    p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--clip", action="store_true", help="clip predictions to [0, 1] before scoring")
+    p.add_argument("--save-predictions", action="store_true", help="write predictions/NAME.tif (georeferenced)")
+    p.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the qualitative figure")
+    p.add_argument("--figure-count", type=int, default=4, help="samples in the qualitative figure (default: 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="tables and figures for several evaluations",
+                       description="Combine evaluation folders (m3rcr evaluate --out) into one Table II and Fig. 5.")
+    p.add_argument("folders", nargs="+", metavar="DIR", help="evaluation folders")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--names", nargs="+", help="method names, one per folder (default: as evaluated)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("convert-checkpoint", help="convert an authors' Align-CR checkpoint to ours",
                        description="Read a checkpoint of the authors' Align-CR code (state dict under 'network', "
                                    "'module.' prefixes and weight norm allowed), infer its configuration from the "
@@ -274,10 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``m3rcr`` command."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return int(args.func(args) or 0)
-    except (DataError, FileExistsError, ValueError) as exc:  # bad input or arguments, not a bug
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as exc:  # bad input or arguments, not a bug
         print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,233 @@
+"""Evaluate a method on a split: metrics, tables, figures and (optionally) georeferenced predictions.
+
+An evaluation folder holds::
+
+    metrics.json            settings, and ``overall`` / ``per_class`` / ``per_bin`` results
+    metrics.csv             one row per image
+    tables.md               Table II (a) and (b) layouts; table_per_class.csv, table_per_bin.csv
+    fig_metrics_by_cloud_cover.png   Fig. 5 layout
+    fig_qualitative.png     Fig. 4 layout for the chosen samples
+    predictions/NAME.tif    (with save_predictions) uint16 reflectance x 10000 on the input's grid
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
+from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
+from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
+from m3rcr.reports.figures import metrics_by_cloud_cover, qualitative_grid
+from m3rcr.reports.tables import csv_text, markdown_report, table_per_bin, table_per_class
+from m3rcr.utils.files import atomic_path
+
+Predictor = Callable[[dict[str, Any]], torch.Tensor]
+
+
+def cloudy_predictor(batch: dict[str, Any]) -> torch.Tensor:
+    """The 'method' that returns the cloudy input: the floor every table shows."""
+    return batch["cloudy"]
+
+
+def model_predictor(model: torch.nn.Module, precision: str = "float32") -> Predictor:
+    """Run ``model(cloudy, sar)`` without gradients, optionally under autocast (bfloat16 / float16)."""
+    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+
+    def predict(batch: dict[str, Any]) -> torch.Tensor:
+        x = batch["cloudy"]
+        ctx = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            return model(x, batch["sar"]).float()
+
+    return predict
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return finite_or_none(obj)
+    return obj
+
+
+def write_prediction(path: Path, prediction: torch.Tensor, crs: str, transform: torch.Tensor) -> None:
+    """A (4, H, W) prediction on the [0, 1] scale as a uint16 GeoTIFF (x 10000; 0 is no-data, so >= 1)."""
+    data = np.clip(np.round(prediction.detach().cpu().double().numpy() * 10000), 1, 65535).astype(np.uint16)
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                           dtype="uint16", nodata=0, crs=crs or None, transform=tensor_to_affine(transform),
+                           compress="deflate", tiled=data.shape[1] >= 256 and data.shape[2] >= 256) as dst:
+            dst.write(data)
+            dst.descriptions = ("blue", "green", "red", "nir")
+
+
+def _pick_samples(records: Sequence[Any], names: Sequence[str] | None, count: int) -> list[str]:
+    """The requested names, or ``count`` images spread over the cloud-cover bins."""
+    if names:
+        return list(names)
+    by_bin: dict[int, list[str]] = {}
+    for r in records:
+        by_bin.setdefault(cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0)), []).append(r.name)
+    picked: list[str] = []
+    while len(picked) < count and any(by_bin.values()):
+        for b in sorted(by_bin):
+            if by_bin[b] and len(picked) < count:
+                picked.append(by_bin[b].pop(0))
+    return picked
+
+
+def write_outputs(out: Path, method: str, summary: Mapping[str, Any], records: Sequence[Any],
+                  settings: Mapping[str, Any]) -> None:
+    """metrics.json, metrics.csv, tables and the per-bin figure of one evaluation."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"method": method, **settings, **summary}
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(_json_safe(payload), indent=1))
+    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
+        fields = ["name", "cloud_cover", "cloud_cover_bin", "mae", "psnr", "ssim", "sam", "mae_cloudy", "mae_clear"]
+        writer = csv.DictWriter(fh, fields, lineterminator="\n")
+        writer.writeheader()
+        for r in records:
+            row = asdict(r)
+            row["cloud_cover_bin"] = CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]
+            writer.writerow(row)
+    write_tables(out, {method: summary})
+
+
+def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]]) -> None:
+    """tables.md, table_per_class.csv, table_per_bin.csv and fig_metrics_by_cloud_cover.png for some methods."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "tables.md") as tmp:
+        tmp.write_text(markdown_report(results))
+    for name, table in (("table_per_class.csv", table_per_class(results)), ("table_per_bin.csv", table_per_bin(results))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(csv_text(*table))
+    fig = metrics_by_cloud_cover(results)
+    with atomic_path(out / "fig_metrics_by_cloud_cover.png") as tmp:
+        fig.savefig(tmp, dpi=110)
+
+
+def evaluate(
+    predict: Predictor,
+    dataset: M3RCRDataset,
+    out: str | Path,
+    method: str,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    clip: bool = False,
+    save_predictions: bool = False,
+    figure_names: Sequence[str] | None = None,
+    figure_count: int = 4,
+    settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``predict`` on every sample of ``dataset`` and write the evaluation folder ``out``.
+
+    ``clip`` clips predictions to [0, 1] before scoring (the authors do not). Returns the summary.
+    """
+    out = Path(out)
+    device = torch.device(device)
+    if dataset.landcover_level != 1 or dataset.landcover_mode == "native":
+        raise ValueError("evaluation needs level-1 land cover on the optical grid")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    acc = MetricAccumulator()
+    wanted = set(figure_names or [])
+    kept: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
+    kept_per_bin: dict[int, int] = {}  # without names: up to figure_count candidates per bin, not the whole set
+    for batch in tqdm(loader, desc=f"evaluate {method}", unit="batch", disable=not progress):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) and k != "transform" else v for k, v in batch.items()}
+        pred = predict(batch).float()
+        if clip:
+            pred = pred.clamp(0, 1)
+        acc.update(pred, batch["cloudfree"], batch["landcover"], batch["cloudmask"],
+                   [float(c) for c in batch["cloud_cover_tile"]], batch["name"])
+        for i, name in enumerate(batch["name"]):
+            if save_predictions:
+                write_prediction(out / "predictions" / f"{name}.tif", pred[i], batch["crs"][i], batch["transform"][i])
+            b = cloud_cover_bin(min(max(float(batch["cloud_cover_tile"][i]), 0.0), 1.0))
+            if name in wanted or (not wanted and kept_per_bin.get(b, 0) < figure_count):
+                kept_per_bin[b] = kept_per_bin.get(b, 0) + 1
+                sample = {k: (v[i].cpu() if isinstance(v, torch.Tensor) else v[i]) for k, v in batch.items()}
+                kept[name] = (sample, pred[i].cpu())
+    summary = acc.summary()
+    info = {
+        "split": dataset.split, "data": str(dataset.root), "images": len(acc.records),
+        "crop_size": list(dataset.crop_size) if dataset.crop_size else None, "sar_mode": dataset.sar_mode,
+        "clip": clip, "evaluated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **(settings or {}),
+    }
+    write_outputs(out, method, summary, acc.records, info)
+    names = [n for n in _pick_samples(acc.records, figure_names, figure_count) if n in kept]
+    if names:
+        fig = qualitative_grid([kept[n][0] for n in names], {method: [kept[n][1] for n in names]})
+        with atomic_path(out / "fig_qualitative.png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    return summary
+
+
+def read_prediction(path: Path) -> torch.Tensor:
+    """A prediction written by :func:`write_prediction`, back on the [0, 1] scale."""
+    with rasterio.open(path) as src:
+        return torch.from_numpy(src.read().astype(np.float32) / 10000.0)
+
+
+def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None,
+            figure_count: int = 4) -> dict[str, Any]:
+    """Combine several evaluation folders into one set of tables and figures.
+
+    The qualitative figure shows the methods whose folders hold saved predictions, on the samples
+    they share, read again from the evaluated dataset.
+    """
+    results: dict[str, Any] = {}
+    with_predictions: dict[str, Path] = {}
+    for i, folder in enumerate(folders):
+        path = Path(folder) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not an evaluation folder (no metrics.json)")
+        data = json.loads(path.read_text())
+        label = names[i] if names else data.get("method", Path(folder).name)
+        results[label] = data
+        if (Path(folder) / "predictions").is_dir():
+            with_predictions[label] = Path(folder) / "predictions"
+    out = Path(out)
+    write_tables(out, results)
+    if with_predictions:
+        first = results[next(iter(with_predictions))]
+        ds = M3RCRDataset(first["data"], first["split"], sar_mode=first.get("sar_mode", "nearest"),
+                          crop_size=first.get("crop_size"), crop="center")
+        common = [n for n in ds.names if all((p / f"{n}.tif").is_file() for p in with_predictions.values())]
+        records = [_Record(n, 0.0) for n in common]
+        index = {n: i for i, n in enumerate(ds.names)}
+        samples = {n: ds[index[n]] for n in common}
+        for r in records:
+            r.cloud_cover = samples[r.name]["cloud_cover_tile"]
+        picked = _pick_samples(records, None, figure_count)
+        if picked:
+            fig = qualitative_grid([samples[n] for n in picked],
+                                   {m: [read_prediction(p / f"{n}.tif") for n in picked]
+                                    for m, p in with_predictions.items()})
+            with atomic_path(out / "fig_qualitative.png") as tmp:
+                fig.savefig(tmp, dpi=90)
+    return results
+
+
+class _Record:
+    def __init__(self, name: str, cloud_cover: float) -> None:
+        self.name, self.cloud_cover = name, cloud_cover

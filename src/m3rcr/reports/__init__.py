@@ -1,0 +1,1 @@
+"""Reports: the benchmark's tables and figures, laid out like the paper's."""

@@ -1,0 +1,1 @@
+"""Training: losses, the LightningModule, callbacks, configuration and the run driver."""

@@ -1,0 +1,80 @@
+"""Callbacks: our-format model checkpoints, and random-number-generator state for exact resumption."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from m3rcr.models.checkpoint import save_checkpoint
+
+
+class ExportCheckpoints(Callback):
+    """Write ``last.ckpt`` after every epoch and ``best.ckpt`` on the best ``monitor`` value, in the
+    m3rcr checkpoint format (model name, configuration and weights; ``m3rcr.load_model`` reads them).
+    """
+
+    def __init__(self, dirpath: str | Path, monitor: str = "val/psnr", mode: str = "max") -> None:
+        self.dirpath = Path(dirpath)
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        save_checkpoint(pl_module.net, self.dirpath / "last.ckpt", extra=extra)
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if math.isfinite(value) and self._better(value):
+            self.best = value
+            save_checkpoint(pl_module.net, self.dirpath / "best.ckpt", extra={**extra, self.monitor: value})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")
+
+
+class RNGState(Callback):
+    """Saves and restores the torch (CPU and CUDA), NumPy and Python generators with the training state,
+    so that a resumed run draws the same crops, flips and shuffles as an uninterrupted one.
+
+    Everything is stored as tensors and plain values, so the checkpoint loads with ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, py_gauss = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        n = state_dict["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        p = state_dict["python"]
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -1,0 +1,133 @@
+"""Experiment configuration: one YAML file per experiment, command-line overrides, validation.
+
+A configuration has these sections (every key optional; see ``configs/aligncr.yaml``)::
+
+    seed: 0
+    model:    {name: aligncr, config: {...}}              # m3rcr.models.create_model
+    loss:     {name: cloud_charbonnier, config: {...}}    # m3rcr.training.losses
+    optim:    {lr, align_lr, betas, weight_decay}
+    schedule: {constant_epochs, step_epochs, gamma}
+    data:     M3RCRDataModule arguments; batch_size is the GLOBAL batch (split over devices and nodes)
+    trainer:  lightning.Trainer arguments (max_epochs, accelerator, devices, num_nodes, strategy, precision,
+              gradient_clip_val, accumulate_grad_batches, ...)
+    run:      {dir, checkpoint_every_n_steps, progress_bar}
+
+Overrides are ``section.key=value`` strings whose values are parsed as YAML (``trainer.max_epochs=2``,
+``model.config.features=32``, ``data.root=/data/m3rcr``).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "model": {"name": "aligncr", "config": {}},
+    "loss": {"name": "cloud_charbonnier", "config": {}},
+    "optim": {"lr": 1e-4, "align_lr": 1e-5, "betas": [0.9, 0.999], "weight_decay": 0.0},
+    "schedule": {"constant_epochs": 10, "step_epochs": 5, "gamma": 0.5},
+    "data": {"root": "data/m3rcr", "batch_size": 12, "crop_size": 160, "sar_mode": "nearest"},
+    "trainer": {"max_epochs": 30, "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
+                "precision": "32-true", "log_every_n_steps": 50},
+    "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True},
+}
+_SECTIONS = {"seed", "model", "loss", "optim", "schedule", "data", "trainer", "run"}
+_FIXED_KEYS = {
+    "model": {"name", "config"},
+    "loss": {"name", "config"},
+    "optim": {"lr", "align_lr", "betas", "weight_decay"},
+    "schedule": {"constant_epochs", "step_epochs", "gamma"},
+    "run": {"dir", "checkpoint_every_n_steps", "progress_bar"},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively with ``update`` (new dicts; inputs untouched)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    out: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Defaults, updated by the YAML file, then by the overrides; validated."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: a configuration must be a mapping of sections")
+        config = deep_merge(config, loaded)
+    for text in overrides:
+        config = deep_merge(config, parse_override(text))
+    validate(config)
+    return config
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Refuse unknown sections and keys (typos would otherwise be silently ignored)."""
+    import lightning as L
+
+    from m3rcr.data.datamodule import M3RCRDataModule
+    from m3rcr.models.registry import create_model  # noqa: F401  (validates names below)
+    from m3rcr.training.losses import create_loss
+
+    unknown = set(config) - _SECTIONS
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; sections: {sorted(_SECTIONS)}")
+    for section, allowed in _FIXED_KEYS.items():
+        extra = set(config.get(section) or {}) - allowed
+        if extra:
+            raise ConfigError(f"unknown key(s) {sorted(extra)} in '{section}'; allowed: {sorted(allowed)}")
+    data_keys = set(inspect.signature(M3RCRDataModule).parameters)
+    extra = set(config["data"]) - data_keys
+    if extra:
+        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'data'; allowed: {sorted(data_keys)}")
+    trainer_keys = set(inspect.signature(L.Trainer).parameters) - {"logger", "callbacks", "default_root_dir"}
+    extra = set(config["trainer"]) - trainer_keys
+    if extra:
+        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'trainer'; see lightning.Trainer")
+    if not isinstance(config["model"].get("config") or {}, Mapping):
+        raise ConfigError("model.config must be a mapping of constructor arguments")
+    try:
+        create_loss(config["loss"]["name"], **(config["loss"].get("config") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"loss: {exc}") from None
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    """The configuration as YAML text."""
+    return yaml.safe_dump(dict(config), sort_keys=False)

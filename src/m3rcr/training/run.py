@@ -1,0 +1,151 @@
+"""Training runs: build everything from a configuration, record it, train, resume.
+
+A run folder holds::
+
+    RUN/config.yaml           the resolved configuration
+    RUN/environment.json      versions, git commit, command line, host, start time (one entry per start)
+    RUN/checkpoints/last.ckpt, best.ckpt   the model in the m3rcr checkpoint format (m3rcr.load_model)
+    RUN/state/last.ckpt       the full training state for --resume (weights, optimiser, scheduler,
+                              epoch, loops, random generators); loaded with weights_only=True
+    RUN/logs/csv/metrics.csv, RUN/logs/tensorboard/   CSV and TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_only
+
+from m3rcr.data.datamodule import M3RCRDataModule
+from m3rcr.training.callbacks import ExportCheckpoints, RNGState
+from m3rcr.training.config import ConfigError, dump, load_config
+from m3rcr.training.module import CloudRemovalModule
+from m3rcr.utils.files import atomic_path
+
+STATE = Path("state") / "last.ckpt"
+
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every epoch
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the m3rcr source tree and whether it has uncommitted changes (None outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment() -> dict[str, Any]:
+    """What produced a run: versions, git commit, command line, host and time."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("m3rcr", "torch", "torchvision", "lightning", "timm", "numpy", "rasterio"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": sys.argv, "python": platform.python_version(), "platform": platform.platform(),
+        "host": socket.gethostname(), "versions": versions, "git": git_commit(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }
+
+
+@rank_zero_only
+def _record(run_dir: Path, config: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(dump(config))
+    env_file = run_dir / "environment.json"
+    history = json.loads(env_file.read_text()) if env_file.is_file() else []
+    history.append(environment())
+    with atomic_path(env_file) as tmp:
+        tmp.write_text(json.dumps(history, indent=1))
+
+
+def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.Trainer:
+    tcfg = dict(config["trainer"])
+    if strategy is not None:
+        tcfg["strategy"] = strategy
+    every = config["run"].get("checkpoint_every_n_steps")
+    state_ckpt = ModelCheckpoint(dirpath=run_dir / STATE.parent, save_top_k=0, save_last=True,
+                                 every_n_train_steps=every)
+    callbacks = [state_ckpt, ExportCheckpoints(run_dir / "checkpoints"), RNGState(),
+                 LearningRateMonitor(logging_interval="epoch")]
+    loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
+               TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
+    return L.Trainer(**tcfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
+                     enable_progress_bar=bool(config["run"].get("progress_bar", True)))
+
+
+def build(config: dict[str, Any], run_dir: Path) -> tuple[L.Trainer, CloudRemovalModule, M3RCRDataModule]:
+    """Trainer, module and data for a configuration."""
+    trainer = _trainer(config, run_dir)
+    if trainer.world_size > 1 and config["trainer"].get("strategy") in ("auto", "ddp", None):
+        # Align-CR's last SAR update feeds nothing (as in the authors' network): DDP must allow it
+        trainer = _trainer(config, run_dir, DDPStrategy(find_unused_parameters=True))
+    data = dict(config["data"])
+    batch = int(data.pop("batch_size"))
+    if batch % trainer.world_size:
+        raise ConfigError(f"data.batch_size {batch} (the global batch) does not split over {trainer.world_size} "
+                          f"processes")
+    data["root"] = str(data["root"])
+    datamodule = M3RCRDataModule(batch_size=batch // trainer.world_size, seed=config["seed"], **data)
+    optim, sched = config["optim"], config["schedule"]
+    module = CloudRemovalModule(
+        model=config["model"]["name"], model_config=dict(config["model"].get("config") or {}),
+        loss=config["loss"]["name"], loss_config=dict(config["loss"].get("config") or {}),
+        lr=optim["lr"], align_lr=optim["align_lr"], betas=list(optim["betas"]), weight_decay=optim["weight_decay"],
+        constant_epochs=sched["constant_epochs"], step_epochs=sched["step_epochs"], gamma=sched["gamma"],
+    )
+    return trainer, module, datamodule
+
+
+def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = None,
+          overrides: tuple[str, ...] | list[str] = ()) -> Path:
+    """Train from a configuration, or continue the run in folder ``resume``; return the run folder.
+
+    When resuming, the run's saved configuration is used (``overrides`` may change it, e.g. to train
+    for more epochs), and training continues from the last saved state.
+    """
+    ckpt_path = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt_path = run_dir / STATE
+        if not ckpt_path.is_file():
+            raise ConfigError(f"{run_dir}: no saved training state ({STATE}) to resume from")
+        config = load_config(run_dir / "config.yaml", overrides)
+    else:
+        if config is None:
+            raise ValueError("give a configuration or a run to resume")
+        run_dir = Path(config["run"]["dir"])
+        if (run_dir / STATE).exists():
+            raise ConfigError(f"{run_dir}: a run already exists there; resume it with --resume {run_dir} or choose "
+                              f"another run.dir")
+    L.seed_everything(config["seed"], workers=True, verbose=False)
+    trainer, module, datamodule = build(config, run_dir)
+    _record(run_dir, config)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    return run_dir
+

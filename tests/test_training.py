@@ -1,0 +1,129 @@
+"""Training: configuration, schedule, a short run that learns, exact resumption, DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from m3rcr.cli import main
+from m3rcr.training.config import ConfigError, load_config, parse_override
+from m3rcr.training.module import CloudRemovalModule, step_decay
+from m3rcr.training.run import train
+
+TINY_MODEL = ("{features: 8, growth: 4, convs_per_block: 2, blocks: 2, num_heads: 2, war_blocks: 1, "
+              "head_channels: 16, deformable_groups: 2}")
+
+
+def tiny(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [f"data.root={root}", f"model.config={TINY_MODEL}", "data.batch_size=2", "data.crop_size=48",
+            "data.eval_crop_size=64", "data.val_fraction=0.3", "data.augment=true", "trainer.accelerator=cpu",
+            "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
+            "run.progress_bar=false", f"run.dir={run_dir}", "optim.lr=0.002", "optim.align_lr=0.0002",
+            "schedule.constant_epochs=1", "schedule.step_epochs=1", *extra]
+
+
+def _csv_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "logs" / "csv" / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_step_decay_is_the_papers_schedule() -> None:
+    lrs = [1e-4 * step_decay(e, 10, 5, 0.5) for e in range(30)]
+    assert lrs[:10] == [1e-4] * 10
+    assert lrs[10:15] == [5e-5] * 5 and lrs[15:20] == [2.5e-5] * 5 and lrs[25] == pytest.approx(6.25e-6)
+
+
+def test_alignment_parameters_get_their_own_learning_rate() -> None:
+    module = CloudRemovalModule(model_config=dict(features=8, growth=4, convs_per_block=1, blocks=1, num_heads=2,
+                                                  war_blocks=1, head_channels=16, deformable_groups=2))
+    opt = module.configure_optimizers()["optimizer"]
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"network": 1e-4, "align": 1e-5}
+    n_align = sum(p.numel() for g in opt.param_groups if g["name"] == "align" for p in g["params"])
+    assert n_align == sum(p.numel() for n, p in module.net.named_parameters() if ".align." in n) > 0
+
+
+def test_config_files_and_overrides(tmp_path: Path) -> None:
+    cfg = load_config("configs/aligncr.yaml", ["trainer.max_epochs=3", "model.config.features=32"])
+    assert cfg["trainer"]["max_epochs"] == 3 and cfg["model"]["config"] == {"features": 32}
+    assert cfg["loss"]["config"] == {"weight": 5.0, "eps": 1e-3, "alpha": 0.45}
+    assert cfg["optim"]["lr"] == 1e-4 and cfg["optim"]["align_lr"] == 1e-5 and cfg["data"]["crop_size"] == 160
+    assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"constant_epochs": 10, "step_epochs": 5, "gamma": 0.5}
+    for name in ("aligncr_wo_sar", "aligncr_wo_align"):
+        assert load_config(f"configs/{name}.yaml")["model"]["name"] == name
+    assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
+    for bad, msg in (("data.bacth_size=4", "unknown key"), ("trainer.max_epoch=1", "unknown key"),
+                     ("optimizer.lr=1", "unknown section"), ("loss.name=nope", "unknown loss"), ("novalue", "look like")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config("configs/aligncr.yaml", [bad])
+
+
+def test_global_batch_must_split_over_processes(synth_root: Path, tmp_path: Path) -> None:
+    from m3rcr.training.run import build
+
+    cfg = load_config(None, tiny(synth_root, tmp_path / "r", "data.batch_size=3", "trainer.devices=2",
+                                 "trainer.strategy=ddp"))
+    with pytest.raises(ConfigError, match="does not split over 2 processes"):
+        build(cfg, tmp_path / "r")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_short_training_learns_and_beats_the_cloudy_floor(synth_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/aligncr.yaml", *tiny(synth_root, run, "trainer.max_epochs=8",
+                                                                    "schedule.constant_epochs=6")]) == 0
+    for name in ("config.yaml", "environment.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+                 "state/last.ckpt", "logs/csv/metrics.csv"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    env = json.loads((run / "environment.json").read_text())[0]
+    assert env["versions"]["torch"] and "commit" in env["git"] and env["command"]
+    val = [float(r["val/loss"]) for r in _csv_rows(run) if r.get("val/loss")]
+    assert len(val) == 8 and min(val[-3:]) < 0.8 * val[0]
+    # evaluate the best checkpoint and the cloudy input on the test split, on cloudy pixels
+    for args in (["--checkpoint", str(run / "checkpoints" / "best.ckpt")], ["--method", "cloudy"]):
+        out = tmp_path / ("model" if args[0] == "--checkpoint" else "cloudy")
+        assert main(["evaluate", *args, "--data", str(synth_root), "--split", "test", "--out", str(out), "--crop", "160",
+                     "--device", "cpu", "--quiet"]) == 0
+    model = json.loads((tmp_path / "model" / "metrics.json").read_text())["overall"]
+    floor = json.loads((tmp_path / "cloudy" / "metrics.json").read_text())["overall"]
+    assert model["mae_cloudy"] < 0.7 * floor["mae_cloudy"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(load_config(None, tiny(synth_root, straight)))
+    train(load_config(None, tiny(synth_root, split, "trainer.max_epochs=1")))
+    first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    train(resume=split, overrides=["trainer.max_epochs=2"])
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
+    assert b["meta"]["epoch"] == 1 and b["meta"]["global_step"] == a["meta"]["global_step"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert not all(torch.equal(first[k], b["state_dict"][k]) for k in first)  # it did train after resuming
+    assert len(json.loads((split / "environment.json").read_text())) == 2  # both starts recorded
+    with pytest.raises(ConfigError, match="already exists"):
+        train(load_config(None, tiny(synth_root, split)))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    args = tiny(synth_root, run, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
+                "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", "configs/aligncr.yaml", *args], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size: 2" in proc.stderr + proc.stdout or "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "state" / "last.ckpt").is_file()
+    state = torch.load(run / "state" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 2
