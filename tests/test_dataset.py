@@ -151,3 +151,18 @@ def test_plot_returns_a_figure(real_root: Path, tmp_path: Path) -> None:
     assert (tmp_path / "s.png").stat().st_size > 10_000
     native = M3RCRDataset(real_root, "test", sar_mode="native")
     assert len(native.plot(native[0]).axes) == 5
+
+
+def test_data_parallel_ranks_draw_different_crops(real_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranks share the main generator's seed; their random crops must still differ."""
+    ds = M3RCRDataset(real_root, "train", crop_size=64, crop="random", augment=True)
+    draws = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
+        torch.manual_seed(0)
+        draws[rank] = [tuple(ds[0]["transform"].tolist()) for _ in range(4)]
+    assert draws[0] != draws[1]
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    assert [tuple(ds[0]["transform"].tolist()) for _ in range(4)] == draws[0]  # rank 0 = single process

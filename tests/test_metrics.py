@@ -53,6 +53,26 @@ def test_ssim_interior_matches_scikit_image_and_torchmetrics(pair) -> None:
     assert ssim(ref, ref)[0].item() == pytest.approx(1.0)
 
 
+def test_ssim_whole_map_with_zero_padded_borders(pair) -> None:
+    """The full map, borders included, against scipy filtering with zeros outside the image."""
+    from scipy.ndimage import correlate
+
+    pred, ref = pair
+    x = np.arange(11) - 5.0
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    for i, c in ((0, 0), (2, 3)):
+        a, b = pred[i, c].numpy(), ref[i, c].numpy()
+
+        def f(z):
+            return correlate(z, w, mode="constant", cval=0.0)
+
+        mu_a, mu_b = f(a), f(b)
+        va, vb, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
+        ref_map = ((2 * mu_a * mu_b + 1e-4) * (2 * cov + 9e-4)) / ((mu_a**2 + mu_b**2 + 1e-4) * (va + vb + 9e-4))
+        np.testing.assert_allclose(ssim_map(pred, ref)[i, c].numpy(), ref_map, atol=1e-9)
+
+
 def test_ssim_half_pixel_window_shift_of_the_authors(pair) -> None:
     """The authors' Gaussian is centred at 5.5: a measurable but small difference."""
     pred, ref = pair

@@ -60,6 +60,7 @@ def test_config_files_and_overrides(tmp_path: Path) -> None:
         assert load_config(f"configs/{name}.yaml")["model"]["name"] == name
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
     for bad, msg in (("data.bacth_size=4", "unknown key"), ("trainer.max_epoch=1", "unknown key"),
+                     ("trainer.max_epochs=abc", "must be a number"),
                      ("optimizer.lr=1", "unknown section"), ("loss.name=nope", "unknown loss"), ("novalue", "look like")):
         with pytest.raises(ConfigError, match=msg):
             load_config("configs/aligncr.yaml", [bad])
@@ -98,10 +99,13 @@ def test_short_training_learns_and_beats_the_cloudy_floor(synth_root: Path, tmp_
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path, workers: int) -> None:
+    """Random crops, flips and shuffles included, with and without DataLoader workers."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(load_config(None, tiny(synth_root, straight)))
-    train(load_config(None, tiny(synth_root, split, "trainer.max_epochs=1")))
+    w = f"data.num_workers={workers}"
+    train(load_config(None, tiny(synth_root, straight, w)))
+    train(load_config(None, tiny(synth_root, split, w, "trainer.max_epochs=1")))
     first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     train(resume=split, overrides=["trainer.max_epochs=2"])
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
@@ -127,3 +131,18 @@ def test_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "state" / "last.ckpt").is_file()
     state = torch.load(run / "state" / "last.ckpt", weights_only=True)
     assert state["global_step"] == 2
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path / "nowhere", run)]) == 2
+    assert "nowhere" in capsys.readouterr().err and not run.exists()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_without_validation_best_is_last(synth_root: Path, tmp_path: Path) -> None:
+    run = train(load_config(None, tiny(synth_root, tmp_path / "r", "data.val_fraction=0", "trainer.max_epochs=1")))
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert best["meta"]["best_by"] == "last epoch"
+    assert all(torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in last["state_dict"])

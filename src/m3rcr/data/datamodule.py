@@ -122,7 +122,9 @@ class M3RCRDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train and len(dataset) > hp.batch_size,
             num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
+            # training workers restart every epoch so that their seeds come from the main generator,
+            # which the training state saves: a resumed run then draws the same crops and flips
+            persistent_workers=hp.num_workers > 0 and not train,
             pin_memory=hp.pin_memory,
         )
 

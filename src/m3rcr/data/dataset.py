@@ -168,7 +168,9 @@ class M3RCRDataset(Dataset):
 
     def _rng(self, index: int) -> np.random.Generator:
         if self.seed is None:
-            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            # data-parallel processes share the main generator's seed: tell their draws apart by rank
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            return np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), rank])
         return np.random.default_rng([self.seed, index, self.epoch])
 
     # ------------------------------------------------------------------ reading

@@ -140,12 +140,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``predict`` on every sample of ``dataset`` and write the evaluation folder ``out``.
 
-    ``clip`` clips predictions to [0, 1] before scoring (the authors do not). Returns the summary.
+    ``clip`` clips predictions to [0, 1] before scoring (the authors do not). Images are binned by the
+    cloud cover of what is scored (the crop, with a crop). Returns the summary.
     """
     out = Path(out)
     device = torch.device(device)
     if dataset.landcover_level != 1 or dataset.landcover_mode == "native":
         raise ValueError("evaluation needs level-1 land cover on the optical grid")
+    unknown = sorted(set(figure_names or []) - set(dataset.names))
+    if unknown:
+        raise ValueError(f"--samples: no sample named {', '.join(unknown)} in split {dataset.split!r}")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     acc = MetricAccumulator()
     wanted = set(figure_names or [])
@@ -157,11 +161,11 @@ def evaluate(
         if clip:
             pred = pred.clamp(0, 1)
         acc.update(pred, batch["cloudfree"], batch["landcover"], batch["cloudmask"],
-                   [float(c) for c in batch["cloud_cover_tile"]], batch["name"])
+                   [float(c) for c in batch["cloud_cover"]], batch["name"])
         for i, name in enumerate(batch["name"]):
             if save_predictions:
                 write_prediction(out / "predictions" / f"{name}.tif", pred[i], batch["crs"][i], batch["transform"][i])
-            b = cloud_cover_bin(min(max(float(batch["cloud_cover_tile"][i]), 0.0), 1.0))
+            b = cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))
             if name in wanted or (not wanted and kept_per_bin.get(b, 0) < figure_count):
                 kept_per_bin[b] = kept_per_bin.get(b, 0) + 1
                 sample = {k: (v[i].cpu() if isinstance(v, torch.Tensor) else v[i]) for k, v in batch.items()}
@@ -204,6 +208,11 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
         data = json.loads(path.read_text())
         label = names[i] if names else data.get("method", Path(folder).name)
         results[label] = data
+        first = next(iter(results.values()))
+        for key in ("split", "crop_size"):
+            if data.get(key) != first.get(key):
+                raise ValueError(f"{path}: {key} {data.get(key)!r} differs from {first.get(key)!r} of the first "
+                                 f"evaluation; compare evaluations of the same images")
         if (Path(folder) / "predictions").is_dir():
             with_predictions[label] = Path(folder) / "predictions"
     out = Path(out)
@@ -217,7 +226,7 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
         index = {n: i for i, n in enumerate(ds.names)}
         samples = {n: ds[index[n]] for n in common}
         for r in records:
-            r.cloud_cover = samples[r.name]["cloud_cover_tile"]
+            r.cloud_cover = samples[r.name]["cloud_cover"]
         picked = _pick_samples(records, None, figure_count)
         if picked:
             fig = qualitative_grid([samples[n] for n in picked],

@@ -16,8 +16,9 @@ from m3rcr.models.checkpoint import save_checkpoint
 
 
 class ExportCheckpoints(Callback):
-    """Write ``last.ckpt`` after every epoch and ``best.ckpt`` on the best ``monitor`` value, in the
-    m3rcr checkpoint format (model name, configuration and weights; ``m3rcr.load_model`` reads them).
+    """Write ``last.ckpt`` after every epoch and ``best.ckpt`` on the best ``monitor`` value (the last
+    epoch's model when there is no validation), in the m3rcr checkpoint format (model name,
+    configuration and weights; ``m3rcr.load_model`` reads them).
     """
 
     def __init__(self, dirpath: str | Path, monitor: str = "val/psnr", mode: str = "max") -> None:
@@ -36,7 +37,8 @@ class ExportCheckpoints(Callback):
         extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
         save_checkpoint(pl_module.net, self.dirpath / "last.ckpt", extra=extra)
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
+        if value is None:  # no validation data: the latest model is the best we know
+            save_checkpoint(pl_module.net, self.dirpath / "best.ckpt", extra={**extra, "best_by": "last epoch"})
             return
         value = float(value)
         if math.isfinite(value) and self._better(value):

@@ -47,6 +47,13 @@ _FIXED_KEYS = {
 }
 
 
+_NUMERIC_TRAINER_KEYS = {
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "num_nodes", "log_every_n_steps", "accumulate_grad_batches",
+    "gradient_clip_val", "limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval",
+    "check_val_every_n_epoch", "num_sanity_val_steps",
+}
+
+
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
 
@@ -120,6 +127,10 @@ def validate(config: Mapping[str, Any]) -> None:
     extra = set(config["trainer"]) - trainer_keys
     if extra:
         raise ConfigError(f"unknown key(s) {sorted(extra)} in 'trainer'; see lightning.Trainer")
+    for key in _NUMERIC_TRAINER_KEYS & set(config["trainer"]):
+        value = config["trainer"][key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"trainer.{key} must be a number, got {value!r}")
     if not isinstance(config["model"].get("config") or {}, Mapping):
         raise ConfigError("model.config must be a mapping of constructor arguments")
     try:

@@ -145,6 +145,7 @@ def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = N
                               f"another run.dir")
     L.seed_everything(config["seed"], workers=True, verbose=False)
     trainer, module, datamodule = build(config, run_dir)
+    datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
     _record(run_dir, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     return run_dir
