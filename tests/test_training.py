@@ -55,7 +55,7 @@ def test_config_files_and_overrides(tmp_path: Path) -> None:
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["model"]["config"] == {"features": 32}
     assert cfg["loss"]["config"] == {"weight": 5.0, "eps": 1e-3, "alpha": 0.45}
     assert cfg["optim"]["lr"] == 1e-4 and cfg["optim"]["align_lr"] == 1e-5 and cfg["data"]["crop_size"] == 160
-    assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"constant_epochs": 10, "step_epochs": 5, "gamma": 0.5}
+    assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5}
     for name in ("aligncr_wo_sar", "aligncr_wo_align"):
         assert load_config(f"configs/{name}.yaml")["model"]["name"] == name
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}

@@ -28,8 +28,10 @@ from m3rcr.models.blocks import (
     ModulatedDeformConv,
     ResidualDenseBlock,
     ShallowFeatures,
+    check_inputs,
     conv1x1,
     conv3x3,
+    pad_to_multiple,
 )
 from m3rcr.models.registry import register_model
 
@@ -208,23 +210,13 @@ class AlignCR(nn.Module):
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
-        if cloudy.ndim != 4:
-            raise ValueError(f"cloudy must be (B, C, H, W), got shape {tuple(cloudy.shape)}")
+        check_inputs(cloudy, sar, self.use_sar)
         h, w = cloudy.shape[-2:]
-        if self.use_sar:
-            if sar is None:
-                raise ValueError("this model fuses SAR: call it as model(cloudy, sar)")
-            if sar.shape[0] != cloudy.shape[0] or sar.shape[-2:] != cloudy.shape[-2:]:
-                raise ValueError(f"sar {tuple(sar.shape)} must have the batch size and H, W of cloudy "
-                                 f"{tuple(cloudy.shape)} (bring SAR onto the optical grid first)")
-        m = self.size_multiple
-        pad = (0, (-w) % m, 0, (-h) % m)
-        padded = any(pad)
-        x = F.pad(cloudy, pad, mode="replicate") if padded else cloudy
+        x, _ = pad_to_multiple(cloudy, self.size_multiple)
         first, opt = self.opt_features(F.pixel_unshuffle(x, 2))
         s = None
         if self.use_sar:
-            s = F.pad(sar, pad, mode="replicate") if padded else sar
+            s, _ = pad_to_multiple(sar, self.size_multiple)
             _, s = self.sar_features(F.pixel_unshuffle(s, 2))
         outputs = []
         for block in self.blocks:

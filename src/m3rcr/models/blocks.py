@@ -1,4 +1,4 @@
-"""Building blocks shared by Align-CR and the baselines that use the same designs (GLF-CR).
+"""Building blocks shared by Align-CR and the baselines that use the same designs (GLF-CR, DSen2-CR).
 
 Every block is a small ``nn.Module`` with explicit constructor arguments and no global state. Blocks
 that fuse two modalities take a ``sar`` switch; without it they are the ordinary single-stream block.
@@ -10,11 +10,41 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torchvision.ops import deform_conv2d
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "replicate", minimum: int = 0
+                    ) -> tuple[torch.Tensor, bool]:
+    """Pad the bottom and right of (B, C, H, W) so that H and W are multiples of ``multiple`` (and at
+    least ``minimum``); return the padded tensor and whether anything was padded.
+
+    ``mode="reflect"`` falls back to edge replication where the image is too small to reflect.
+    """
+    h, w = x.shape[-2:]
+    th = max(-(-h // multiple) * multiple, -(-minimum // multiple) * multiple)
+    tw = max(-(-w // multiple) * multiple, -(-minimum // multiple) * multiple)
+    if (th, tw) == (h, w):
+        return x, False
+    if mode == "reflect" and (th - h >= h or tw - w >= w):
+        mode = "replicate"
+    return F.pad(x, (0, tw - w, 0, th - h), mode=mode), True
+
+
+def check_inputs(cloudy: torch.Tensor, sar: torch.Tensor | None, needs_sar: bool) -> None:
+    """The common calling convention: ``cloudy`` (B, C, H, W) and, for SAR models, ``sar`` on the same grid."""
+    if cloudy.ndim != 4:
+        raise ValueError(f"cloudy must be (B, C, H, W), got shape {tuple(cloudy.shape)}")
+    if not needs_sar:
+        return
+    if sar is None:
+        raise ValueError("this model fuses SAR: call it as model(cloudy, sar)")
+    if sar.ndim != 4 or sar.shape[0] != cloudy.shape[0] or sar.shape[-2:] != cloudy.shape[-2:]:
+        raise ValueError(f"sar {tuple(sar.shape)} must have the batch size and H, W of cloudy "
+                         f"{tuple(cloudy.shape)} (bring SAR onto the optical grid first)")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -203,19 +233,23 @@ class SwinBlock(nn.Module):
     Pre-norm window attention (shifted by ``shift`` if non-zero) with a residual, then a pre-norm MLP
     (GELU) with a residual; every sub-layer exists per stream except what :class:`WindowAttention`
     shares. H and W must be multiples of ``window``; the shift mask is computed for the actual size.
+
+    ``pre_norm=False`` drops the LayerNorm before attention (GLF-CR); ``drop_path`` is the stochastic
+    depth rate of both residual branches.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, window: int = 8, shift: int = 0, mlp_ratio: float = 4.0,
-                 sar: bool = True) -> None:
+                 sar: bool = True, pre_norm: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         self.window, self.shift, self.sar = window, shift, sar
         hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.attn = WindowAttention(dim, num_heads, window, sar=sar)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, hidden)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if sar:
-            self.norm1_sar = nn.LayerNorm(dim)
+            self.norm1_sar = nn.LayerNorm(dim) if pre_norm else nn.Identity()
             self.norm2_sar = nn.LayerNorm(dim)
             self.mlp_sar = Mlp(dim, hidden)
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
@@ -254,13 +288,13 @@ class SwinBlock(nn.Module):
         t_sar = x_sar.flatten(2).transpose(1, 2) if self.sar else None
         a, a_sar = self.attn(self._windows(t, self.norm1, h, w),
                              self._windows(t_sar, self.norm1_sar, h, w) if self.sar else None, mask)
-        t = t + self._merge(a, b, h, w)
-        t = t + self.mlp(self.norm2(t))
+        t = t + self.drop_path(self._merge(a, b, h, w))
+        t = t + self.drop_path(self.mlp(self.norm2(t)))
         out = t.transpose(1, 2).reshape(b, c, h, w)
         if not self.sar:
             return out, None
-        t_sar = t_sar + self._merge(a_sar, b, h, w)
-        t_sar = t_sar + self.mlp_sar(self.norm2_sar(t_sar))
+        t_sar = t_sar + self.drop_path(self._merge(a_sar, b, h, w))
+        t_sar = t_sar + self.drop_path(self.mlp_sar(self.norm2_sar(t_sar)))
         return out, t_sar.transpose(1, 2).reshape(b, c, h, w)
 
 

@@ -30,7 +30,7 @@ def register_model(name: str, cls: type[nn.Module], **fixed: Any) -> None:
 
 def _load_builtin_models() -> None:
     # importing the model modules registers them
-    from m3rcr.models import aligncr  # noqa: F401
+    from m3rcr.models import aligncr, dsen2cr, glfcr, mcgan, saroptcgan, spagan  # noqa: F401
 
 
 def list_models() -> list[str]:

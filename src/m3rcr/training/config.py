@@ -5,8 +5,10 @@ A configuration has these sections (every key optional; see ``configs/aligncr.ya
     seed: 0
     model:    {name: aligncr, config: {...}}              # m3rcr.models.create_model
     loss:     {name: cloud_charbonnier, config: {...}}    # m3rcr.training.losses
+    gan:      {discriminator, discriminator_config, adversarial_weight, reconstruction_weight,
+               attention_weight, d_loss_scale, d_lr}          # only for the GAN baselines
     optim:    {lr, align_lr, betas, weight_decay}
-    schedule: {constant_epochs, step_epochs, gamma}
+    schedule: {kind: step | linear | constant, constant_epochs, step_epochs, gamma, decay_epochs}
     data:     M3RCRDataModule arguments; batch_size is the GLOBAL batch (split over devices and nodes)
     trainer:  lightning.Trainer arguments (max_epochs, accelerator, devices, num_nodes, strategy, precision,
               gradient_clip_val, accumulate_grad_batches, ...)
@@ -31,18 +33,20 @@ DEFAULTS: dict[str, Any] = {
     "model": {"name": "aligncr", "config": {}},
     "loss": {"name": "cloud_charbonnier", "config": {}},
     "optim": {"lr": 1e-4, "align_lr": 1e-5, "betas": [0.9, 0.999], "weight_decay": 0.0},
-    "schedule": {"constant_epochs": 10, "step_epochs": 5, "gamma": 0.5},
+    "schedule": {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5},
     "data": {"root": "data/m3rcr", "batch_size": 12, "crop_size": 160, "sar_mode": "nearest"},
     "trainer": {"max_epochs": 30, "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
                 "precision": "32-true", "log_every_n_steps": 50},
     "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True},
 }
-_SECTIONS = {"seed", "model", "loss", "optim", "schedule", "data", "trainer", "run"}
+_SECTIONS = {"seed", "model", "loss", "gan", "optim", "schedule", "data", "trainer", "run"}
 _FIXED_KEYS = {
     "model": {"name", "config"},
     "loss": {"name", "config"},
     "optim": {"lr", "align_lr", "betas", "weight_decay"},
-    "schedule": {"constant_epochs", "step_epochs", "gamma"},
+    "schedule": {"kind", "constant_epochs", "step_epochs", "gamma", "decay_epochs"},
+    "gan": {"discriminator", "discriminator_config", "adversarial_weight", "reconstruction_weight",
+            "attention_weight", "d_loss_scale", "d_lr"},
     "run": {"dir", "checkpoint_every_n_steps", "progress_bar"},
 }
 
@@ -137,6 +141,17 @@ def validate(config: Mapping[str, Any]) -> None:
         create_loss(config["loss"]["name"], **(config["loss"].get("config") or {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"loss: {exc}") from None
+    from m3rcr.training.module import SCHEDULE_DEFAULTS, lr_factor
+
+    try:
+        lr_factor(0, **{**SCHEDULE_DEFAULTS, **config["schedule"]})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"schedule: {exc}") from None
+    if config.get("gan") is not None:
+        if "discriminator" not in config["gan"]:
+            raise ConfigError("gan.discriminator is required (two_stream or patchgan)")
+        if config["trainer"].get("accumulate_grad_batches", 1) not in (1, None):
+            raise ConfigError("GAN training updates both networks every step: accumulate_grad_batches must be 1")
 
 
 def dump(config: Mapping[str, Any]) -> str:

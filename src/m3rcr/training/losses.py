@@ -1,7 +1,8 @@
 """Reconstruction losses, registered by name.
 
 Every loss is computed per sample (mean over bands and pixels), then averaged over the batch, and
-takes ``(pred, target, cloudmask)`` with the mask (B, H, W) or None.
+takes ``(pred, target, cloudmask, cloudy)`` with the mask (B, H, W) and the cloudy input (B, C, H, W),
+either of which may be None for losses that do not use it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _LOSSES: dict[str, type[nn.Module]] = {}
@@ -47,7 +49,8 @@ class CloudWeightedCharbonnier(nn.Module):
         super().__init__()
         self.weight, self.eps, self.alpha = weight, eps, alpha
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
+                cloudy: torch.Tensor | None = None) -> torch.Tensor:
         loss = ((pred - target) ** 2 + self.eps**2) ** self.alpha
         if cloudmask is not None:
             loss = loss * (1 + self.weight * cloudmask.to(loss.dtype).unsqueeze(1))
@@ -58,7 +61,8 @@ class CloudWeightedCharbonnier(nn.Module):
 class L1(nn.Module):
     """Mean absolute error."""
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
+                cloudy: torch.Tensor | None = None) -> torch.Tensor:
         return _per_sample_mean((pred - target).abs())
 
 
@@ -66,5 +70,36 @@ class L1(nn.Module):
 class L2(nn.Module):
     """Mean squared error."""
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
+                cloudy: torch.Tensor | None = None) -> torch.Tensor:
         return _per_sample_mean((pred - target) ** 2)
+
+
+@register_loss("carl")
+class CloudAdaptiveL1(nn.Module):
+    """DSen2-CR's cloud-adaptive regularised L1 loss (CARL)::
+
+        mean[(1 - M) |P - I| + M |P - T|] + lambda * mean|P - T|
+
+    with M the cloud mask, P the prediction, I the cloudy input and T the cloud-free target (lambda = 1).
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
+                cloudy: torch.Tensor | None = None) -> torch.Tensor:
+        if cloudmask is None or cloudy is None:
+            raise ValueError("the CARL loss needs the cloud mask and the cloudy input")
+        m = cloudmask.to(pred.dtype).unsqueeze(1)
+        err_t = (pred - target).abs()
+        return _per_sample_mean((1 - m) * (pred - cloudy).abs() + m * err_t) + self.weight * _per_sample_mean(err_t)
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Non-saturating GAN loss on discriminator logits: BCE-with-logits against 1 (real) or 0 (fake).
+
+    Equal to the softplus form McGAN and SpA-GAN write (softplus(-x) for real, softplus(x) for fake).
+    """
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))

@@ -1,4 +1,5 @@
-"""The LightningModule that trains any registered cloud-removal network with a reconstruction loss."""
+"""LightningModules: a reconstruction-loss trainer for any registered network, and a conditional-GAN
+trainer (generator + discriminator, their own optimisers) for the GAN baselines."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from m3rcr.evaluation.metrics import mae, psnr
 from m3rcr.models import create_model
-from m3rcr.training.losses import create_loss
+from m3rcr.models.discriminators import create_discriminator
+from m3rcr.training.losses import adversarial_loss, create_loss
+
+SCHEDULE_DEFAULTS: dict[str, Any] = {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5,
+                                     "decay_epochs": 0}
 
 
 def step_decay(epoch: int, constant_epochs: int, step_epochs: int, gamma: float) -> float:
@@ -22,7 +28,54 @@ def step_decay(epoch: int, constant_epochs: int, step_epochs: int, gamma: float)
     return gamma ** ((epoch - constant_epochs) // step_epochs + 1)
 
 
-class CloudRemovalModule(L.LightningModule):
+def lr_factor(epoch: int, kind: str = "step", constant_epochs: int = 10, step_epochs: int = 5, gamma: float = 0.5,
+              decay_epochs: int = 0) -> float:
+    """Learning-rate factor of an epoch (0-based) under a schedule.
+
+    ``step``: :func:`step_decay`. ``linear``: pix2pix's policy, constant for ``constant_epochs`` then
+    linearly towards 0 over ``decay_epochs``. ``constant``: always 1.
+    """
+    if kind == "constant":
+        return 1.0
+    if kind == "step":
+        return step_decay(epoch, constant_epochs, step_epochs, gamma)
+    if kind == "linear":
+        return 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1)
+    raise ValueError(f"schedule kind must be 'step', 'linear' or 'constant', got {kind!r}")
+
+
+def _scheduler(opt: torch.optim.Optimizer, schedule: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
+    sched = {**SCHEDULE_DEFAULTS, **(schedule or {})}
+    lr_factor(0, **sched)  # validate now rather than at the first epoch
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(epoch, **sched))
+
+
+class _ImageToImage(L.LightningModule):
+    """What both trainers share: prediction, the reconstruction loss and validation."""
+
+    net: torch.nn.Module
+    loss_fn: torch.nn.Module
+
+    def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(cloudy, sar)
+
+    def _predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self(batch["cloudy"], batch["sar"])
+
+    def _reconstruction(self, pred: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return self.loss_fn(pred, batch["cloudfree"], batch["cloudmask"], batch["cloudy"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        pred = self._predict(batch)
+        ref = batch["cloudfree"]
+        n = len(ref)
+        self.log("val/loss", self._reconstruction(pred, batch), on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("val/psnr", psnr(pred.float(), ref.float()).mean(), prog_bar=True, on_epoch=True, batch_size=n,
+                 sync_dist=True)
+        self.log("val/mae", mae(pred.float(), ref.float()).mean(), on_epoch=True, batch_size=n, sync_dist=True)
+
+
+class CloudRemovalModule(_ImageToImage):
     """Trains ``model`` (a registry name and its configuration) to predict the cloud-free image.
 
     Args:
@@ -31,7 +84,7 @@ class CloudRemovalModule(L.LightningModule):
         lr: Adam learning rate of the network; ``align_lr`` for parameters of alignment modules
             (names containing ``.align.``), as in the paper (1e-4 and 1e-5).
         betas, weight_decay: Adam settings.
-        constant_epochs, step_epochs, gamma: the step schedule of :func:`step_decay`.
+        schedule: learning-rate schedule (see :func:`lr_factor`), stepped every epoch.
     """
 
     def __init__(
@@ -44,35 +97,18 @@ class CloudRemovalModule(L.LightningModule):
         align_lr: float | None = 1e-5,
         betas: tuple[float, float] | list[float] = (0.9, 0.999),
         weight_decay: float = 0.0,
-        constant_epochs: int = 10,
-        step_epochs: int = 5,
-        gamma: float = 0.5,
+        schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = create_model(model, **(model_config or {}))
         self.loss_fn = create_loss(loss, **(loss_config or {}))
 
-    def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(cloudy, sar)
-
-    def _predict(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self(batch["cloudy"], batch["sar"])
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.loss_fn(self._predict(batch), batch["cloudfree"], batch["cloudmask"])
+        loss = self._reconstruction(self._predict(batch), batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["cloudy"]),
                  sync_dist=True)
         return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        pred = self._predict(batch)
-        ref = batch["cloudfree"]
-        n = len(ref)
-        self.log("val/loss", self.loss_fn(pred, ref, batch["cloudmask"]), on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("val/psnr", psnr(pred.float(), ref.float()).mean(), prog_bar=True, on_epoch=True, batch_size=n,
-                 sync_dist=True)
-        self.log("val/mae", mae(pred.float(), ref.float()).mean(), on_epoch=True, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -82,6 +118,104 @@ class CloudRemovalModule(L.LightningModule):
         if align:
             groups.append({"params": align, "lr": hp.align_lr if hp.align_lr is not None else hp.lr, "name": "align"})
         opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda epoch: step_decay(epoch, hp.constant_epochs, hp.step_epochs, hp.gamma))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, hp.schedule), "interval": "epoch"}}
+
+
+class GANModule(_ImageToImage):
+    """Conditional-GAN training of a generator ``model`` against ``discriminator``, with manual optimisation.
+
+    Each step first updates the discriminator on (condition, real) vs (condition, generated) pairs,
+    then the generator on ``adversarial_weight * adversarial + reconstruction_weight * loss
+    + attention_weight * MSE(attention map, cloud mask)`` (the last only for generators with
+    ``forward_with_attention``, i.e. SpA-GAN). The condition is the generator's input
+    (``model.condition(cloudy, sar)``).
+
+    Args:
+        d_loss_scale: factor of the discriminator loss (1 for McGAN / SpA-GAN, 0.5 for pix2pix).
+        d_lr: the discriminator's learning rate (default: ``lr``).
+        gradient_clip_val: clip each network's gradient norm (manual optimisation cannot use the Trainer's).
+        Others: as :class:`CloudRemovalModule`; ``loss`` is the reconstruction term (L1 in all three GANs).
+    """
+
+    def __init__(
+        self,
+        model: str = "mcgan",
+        model_config: dict[str, Any] | None = None,
+        loss: str = "l1",
+        loss_config: dict[str, Any] | None = None,
+        discriminator: str = "two_stream",
+        discriminator_config: dict[str, Any] | None = None,
+        adversarial_weight: float = 1.0,
+        reconstruction_weight: float = 100.0,
+        attention_weight: float = 0.0,
+        d_loss_scale: float = 1.0,
+        lr: float = 2e-4,
+        d_lr: float | None = None,
+        betas: tuple[float, float] | list[float] = (0.5, 0.999),
+        weight_decay: float = 0.0,
+        schedule: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        align_lr: float | None = None,  # accepted for a uniform configuration; GANs have no alignment blocks
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = create_model(model, **(model_config or {}))
+        self.loss_fn = create_loss(loss, **(loss_config or {}))
+        cloudy, sar = torch.zeros(1, 4, 1, 1), torch.zeros(1, 2, 1, 1)
+        d_config = {"condition_channels": self.net.condition(cloudy, sar).shape[1],
+                    "image_channels": self.net.config.get("out_channels", 4), **(discriminator_config or {})}
+        self.disc = create_discriminator(discriminator, **d_config)
+
+    def _step(self, opt: Any, loss: torch.Tensor) -> None:
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+        opt.step()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        hp = self.hparams
+        opt_g, opt_d = self.optimizers()
+        cloudy, sar, real = batch["cloudy"], batch["sar"], batch["cloudfree"]
+        attention = None
+        if hp.attention_weight and hasattr(self.net, "forward_with_attention"):
+            fake, attention = self.net.forward_with_attention(cloudy, sar)
+        else:
+            fake = self.net(cloudy, sar)
+        cond = self.net.condition(cloudy, sar)
+
+        self.toggle_optimizer(opt_d)
+        loss_d = hp.d_loss_scale * (adversarial_loss(self.disc(cond, real), True)
+                                    + adversarial_loss(self.disc(cond, fake.detach()), False))
+        self._step(opt_d, loss_d)
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        adv = adversarial_loss(self.disc(cond, fake), True)
+        rec = self._reconstruction(fake, batch)
+        loss_g = hp.adversarial_weight * adv + hp.reconstruction_weight * rec
+        if attention is not None:
+            att = F.mse_loss(attention[:, 0], batch["cloudmask"].to(attention.dtype))
+            loss_g = loss_g + hp.attention_weight * att
+            self.log("train/loss_attention", att, on_step=True, on_epoch=True, batch_size=len(cloudy), sync_dist=True)
+        self._step(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+
+        n = len(cloudy)
+        self.log("train/loss", loss_g, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train/loss_d", loss_d, prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train/loss_reconstruction", rec, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train/loss_adversarial", adv, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        return loss_g
+
+    def on_train_epoch_end(self) -> None:
+        for sched in self.lr_schedulers():  # manual optimisation steps its schedulers itself
+            sched.step()
+
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        opt_d = torch.optim.Adam(self.disc.parameters(), lr=hp.d_lr if hp.d_lr is not None else hp.lr,
+                                 betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        return [opt_g, opt_d], [_scheduler(opt_g, hp.schedule), _scheduler(opt_d, hp.schedule)]

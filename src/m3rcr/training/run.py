@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from m3rcr.data.datamodule import M3RCRDataModule
 from m3rcr.training.callbacks import ExportCheckpoints, RNGState
 from m3rcr.training.config import ConfigError, dump, load_config
-from m3rcr.training.module import CloudRemovalModule
+from m3rcr.training.module import CloudRemovalModule, GANModule
 from m3rcr.utils.files import atomic_path
 
 STATE = Path("state") / "last.ckpt"
@@ -86,6 +86,8 @@ def _record(run_dir: Path, config: dict[str, Any]) -> None:
 
 def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.Trainer:
     tcfg = dict(config["trainer"])
+    if config.get("gan") is not None:
+        tcfg.pop("gradient_clip_val", None)  # manual optimisation: the GAN module clips itself
     if strategy is not None:
         tcfg["strategy"] = strategy
     every = config["run"].get("checkpoint_every_n_steps")
@@ -112,13 +114,22 @@ def build(config: dict[str, Any], run_dir: Path) -> tuple[L.Trainer, CloudRemova
                           f"processes")
     data["root"] = str(data["root"])
     datamodule = M3RCRDataModule(batch_size=batch // trainer.world_size, seed=config["seed"], **data)
-    optim, sched = config["optim"], config["schedule"]
-    module = CloudRemovalModule(
+    optim = config["optim"]
+    common = dict(
         model=config["model"]["name"], model_config=dict(config["model"].get("config") or {}),
         loss=config["loss"]["name"], loss_config=dict(config["loss"].get("config") or {}),
-        lr=optim["lr"], align_lr=optim["align_lr"], betas=list(optim["betas"]), weight_decay=optim["weight_decay"],
-        constant_epochs=sched["constant_epochs"], step_epochs=sched["step_epochs"], gamma=sched["gamma"],
+        lr=optim["lr"], align_lr=optim.get("align_lr"), betas=list(optim["betas"]),
+        weight_decay=optim["weight_decay"], schedule=dict(config["schedule"]),
     )
+    gan = config.get("gan")
+    if gan is not None:
+        gan = dict(gan)
+        module: L.LightningModule = GANModule(
+            **common, discriminator=gan.pop("discriminator"),
+            discriminator_config=dict(gan.pop("discriminator_config", None) or {}),
+            gradient_clip_val=config["trainer"].get("gradient_clip_val"), **gan)
+    else:
+        module = CloudRemovalModule(**common)
     return trainer, module, datamodule
 
 

@@ -1,0 +1,252 @@
+"""The five baselines: sizes, any input size, training steps, checkpoints, and train -> evaluate for
+every registered model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from m3rcr.cli import main
+from m3rcr.evaluation.complexity import count_macs, count_parameters
+from m3rcr.models import create_model, list_models, load_model, save_checkpoint
+from m3rcr.models.blocks import DynamicFilterFusion, SwinBlock, WindowAttention
+from m3rcr.models.discriminators import create_discriminator
+
+TINY = {
+    "aligncr": dict(features=8, growth=4, convs_per_block=2, blocks=2, num_heads=2, war_blocks=1, head_channels=16,
+                    deformable_groups=2),
+    "dsen2cr": dict(features=8, blocks=2),
+    "glfcr": dict(features=8, growth=4, layers_per_block=2, blocks=2, num_heads=2, head_channels=16),
+    "mcgan": dict(base_channels=4),
+    "spagan": dict(channels=8),
+    "saroptcgan": dict(base_channels=4),
+}
+TINY["aligncr_wo_sar"] = TINY["aligncr_wo_align"] = TINY["aligncr"]
+GANS = {"mcgan": "two_stream", "spagan": "two_stream", "saroptcgan": "patchgan"}
+
+
+def tiny(name: str) -> torch.nn.Module:
+    return create_model(name, **TINY[name])
+
+
+def test_every_model_is_registered() -> None:
+    assert set(list_models()) == set(TINY)
+
+
+@pytest.mark.parametrize("name,expected", [("dsen2cr", 18_905_860), ("glfcr", 14_735_780), ("mcgan", 54_418_180),
+                                           ("spagan", 219_876), ("saroptcgan", 54_419_076)])
+def test_parameter_counts_at_the_m3rcr_setting(name: str, expected: int) -> None:
+    assert count_parameters(create_model(name)) == expected
+
+
+def test_discriminator_parameter_counts() -> None:
+    assert count_parameters(create_discriminator("two_stream", condition_channels=4, image_channels=4)) == 2_763_969
+    assert count_parameters(create_discriminator("patchgan", condition_channels=6, image_channels=4)) == 2_772_801
+    d = create_discriminator("two_stream")
+    assert d(torch.rand(1, 4, 160, 160), torch.rand(1, 4, 160, 160)).shape == (1, 1, 10, 10)
+    p = create_discriminator("patchgan")
+    assert p(torch.rand(1, 6, 160, 160), torch.rand(1, 4, 160, 160)).shape == (1, 1, 18, 18)
+
+
+@pytest.mark.parametrize("name,gmacs", [("dsen2cr", 483.77), ("glfcr", 96.82)])
+def test_macs_at_160(name: str, gmacs: float) -> None:
+    # every operation of these two scales with the pixel count: 160 px = 25 x 32 px
+    macs = 25 * count_macs(create_model(name).eval(), torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32))
+    assert macs / 1e9 == pytest.approx(gmacs, abs=0.01)
+
+
+def test_glfcr_shares_align_crs_modules() -> None:
+    model = tiny("glfcr")
+    kinds = {type(m) for m in model.modules()}
+    assert {WindowAttention, SwinBlock, DynamicFilterFusion} <= kinds
+    swin = next(m for m in model.modules() if isinstance(m, SwinBlock))
+    assert isinstance(swin.norm1, torch.nn.Identity) and swin.attn.sar  # no pre-norm, SAR-guided logits
+    shifts = [m.shift for m in model.modules() if isinstance(m, SwinBlock)]
+    assert shifts == [0, 4, 0, 4]  # odd dense layers shifted
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("shape", [(1, 50, 70), (2, 33, 17)])
+def test_any_input_size(name: str, shape: tuple[int, int, int]) -> None:
+    b, h, w = shape
+    model = tiny(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(b, 4, h, w), torch.rand(b, 2, h, w))
+    assert out.shape == (b, 4, h, w) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["mcgan", "saroptcgan"])
+def test_gan_inference_is_per_image_and_deterministic(name: str) -> None:
+    """Per-image normalisation at inference: an image's output does not depend on its batch mates."""
+    model = tiny(name).eval()
+    x, s = torch.rand(3, 4, 40, 40), torch.rand(3, 2, 40, 40)
+    with torch.no_grad():
+        batch = model(x, s)
+        alone = model(x[1:2], s[1:2])
+        torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x, s), batch)  # no dropout at inference
+
+
+def test_spagan_unused_parameters_never_matter() -> None:
+    model = tiny("spagan")
+    x = torch.rand(1, 4, 24, 24)
+    out, attention = model.forward_with_attention(x)
+    assert attention.shape == (1, 1, 24, 24) and 0 <= attention.min().item() and attention.max().item() <= 1
+    out.mean().backward()
+    unused = {n for n, p in model.named_parameters() if p.grad is None}
+    assert unused and all("direction_attention" in n or "unused_conv" in n for n in unused)
+    lean = create_model("spagan", keep_unused=False)
+    assert count_parameters(create_model("spagan")) - count_parameters(lean) == 16_228
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_checkpoint_round_trip(name: str, tmp_path: Path) -> None:
+    model = tiny(name).eval()
+    loaded = load_model(save_checkpoint(model, tmp_path / "m.ckpt"))
+    x, s = torch.rand(2, 4, 32, 48), torch.rand(2, 2, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, s), model(x, s))
+
+
+def _batches(root: Path, n: int = 2) -> list[dict]:
+    from m3rcr.data import M3RCRDataset
+
+    ds = M3RCRDataset(root, "train", crop_size=48, crop="center")
+    return [next(iter(DataLoader(ds, batch_size=n)))]
+
+
+@pytest.mark.parametrize("name", ["dsen2cr", "glfcr"])
+def test_a_few_steps_lower_the_loss(name: str, synth_root: Path) -> None:
+    from m3rcr.training.losses import create_loss
+
+    torch.manual_seed(0)
+    model = tiny(name)
+    loss_fn = create_loss("carl" if name == "dsen2cr" else "l1")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    (b,) = _batches(synth_root)
+    losses = []
+    for _ in range(8):
+        loss = loss_fn(model(b["cloudy"], b["sar"]), b["cloudfree"], b["cloudmask"], b["cloudy"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", sorted(GANS))
+def test_gan_steps_update_both_networks_and_lower_the_reconstruction_loss(name: str, synth_root: Path) -> None:
+    import lightning as L
+
+    from m3rcr.training.module import GANModule
+
+    torch.manual_seed(0)
+    module = GANModule(model=name, model_config=TINY[name], discriminator=GANS[name],
+                       discriminator_config={"base_channels": 4}, attention_weight=1.0 if name == "spagan" else 0.0,
+                       lr=1e-3, d_lr=1e-3)
+    g0 = {k: v.clone() for k, v in module.net.state_dict().items()}
+    d0 = {k: v.clone() for k, v in module.disc.state_dict().items()}
+    batches = _batches(synth_root) * 12
+
+    def l1() -> float:
+        module.net.eval()
+        with torch.no_grad():
+            out = module.net(batches[0]["cloudy"], batches[0]["sar"])
+        return float((out - batches[0]["cloudfree"]).abs().mean())
+
+    before = l1()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert any(not torch.equal(g0[k], v) for k, v in module.net.state_dict().items())
+    assert any(not torch.equal(d0[k], v) for k, v in module.disc.state_dict().items())
+    assert l1() < before
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_train_then_evaluate_every_registered_model(name: str, synth_root: Path, tmp_path: Path) -> None:
+    config = f"configs/{name}.yaml"
+    model_cfg = "{" + ", ".join(f"{k}: {v}" for k, v in TINY[name].items()) + "}"
+    args = ["train", "--config", config, f"data.root={synth_root}", f"model.config={model_cfg}", "data.batch_size=2",
+            "data.crop_size=48", "data.eval_crop_size=64", "data.val_fraction=0.3", "data.num_workers=0",
+            "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.limit_train_batches=2",
+            "trainer.check_val_every_n_epoch=1", "trainer.enable_model_summary=false", "run.progress_bar=false",
+            "--out", str(tmp_path / "run")]
+    if name in GANS:
+        args.append("gan.discriminator_config={base_channels: 4}")
+    assert main(args) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(synth_root), "--split", "test", "--crop", "96",
+                 "--out", str(tmp_path / "eval"), "--device", "cpu", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == name and metrics["images"] == 5
+    assert all(metrics["overall"][k] is not None for k in ("mae", "psnr", "ssim", "sam"))
+
+
+def _gan_args(root: Path, run: Path, name: str, *extra: str) -> list[str]:
+    model_cfg = "{" + ", ".join(f"{k}: {v}" for k, v in TINY[name].items()) + "}"
+    return [f"data.root={root}", f"model.config={model_cfg}", "gan.discriminator_config={base_channels: 4}",
+            "data.batch_size=2", "data.crop_size=48", "data.eval_crop_size=64", "data.val_fraction=0.3",
+            "data.augment=true", "data.num_workers=0", "trainer.accelerator=cpu", "trainer.devices=1",
+            "trainer.check_val_every_n_epoch=1", "trainer.enable_model_summary=false", "run.progress_bar=false",
+            "schedule.kind=linear", "schedule.constant_epochs=1", "schedule.decay_epochs=2", f"run.dir={run}", *extra]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gan_resume_is_exact(synth_root: Path, tmp_path: Path) -> None:
+    from m3rcr.training.config import load_config
+    from m3rcr.training.run import train
+
+    straight, split = tmp_path / "a", tmp_path / "b"
+    train(load_config("configs/spagan.yaml", _gan_args(synth_root, straight, "spagan", "trainer.max_epochs=2")))
+    train(load_config("configs/spagan.yaml", _gan_args(synth_root, split, "spagan", "trainer.max_epochs=1")))
+    train(resume=split, overrides=["trainer.max_epochs=2"])
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(straight / "state" / "last.ckpt", weights_only=True)
+    sb = torch.load(split / "state" / "last.ckpt", weights_only=True)
+    da = {k: v for k, v in sa["state_dict"].items() if k.startswith("disc.")}
+    assert da and all(torch.equal(v, sb["state_dict"][k]) for k, v in da.items())  # the discriminator too
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["saroptcgan", "glfcr"])
+def test_bf16_mixed_precision_on_cpu(name: str, synth_root: Path, tmp_path: Path) -> None:
+    from m3rcr.training.config import load_config
+    from m3rcr.training.run import train
+
+    extra = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.precision=bf16-mixed"]
+    if name in GANS:
+        args = _gan_args(synth_root, tmp_path / "r", name, *extra)
+    else:
+        args = [f"data.root={synth_root}", "model.config={" + ", ".join(f"{k}: {v}" for k, v in TINY[name].items()) + "}",
+                "data.batch_size=2", "data.crop_size=48", "data.eval_crop_size=64", "data.val_fraction=0.3",
+                "trainer.accelerator=cpu", "trainer.devices=1", "run.progress_bar=false", f"run.dir={tmp_path / 'r'}",
+                *extra]
+    run = train(load_config(f"configs/{name}.yaml", args))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gan_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    args = _gan_args(synth_root, run, "saroptcgan", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", "configs/saroptcgan.yaml", *args],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
+    assert (run / "checkpoints" / "last.ckpt").is_file()
