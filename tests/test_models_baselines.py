@@ -250,3 +250,124 @@ def test_gan_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_direction_shift_by_hand() -> None:
+    from m3rcr.models.spagan import DirectionShift
+
+    shift = DirectionShift(1)
+    for conv, (w, b) in zip((shift.up, shift.right, shift.down, shift.left), ((2.0, 1.0), (3.0, 0.0), (-1.0, 0.5),
+                                                                                (1.0, -4.0))):
+        torch.nn.init.constant_(conv.weight, w)
+        torch.nn.init.constant_(conv.bias, b)
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    up, right, down, left = shift(f)[0]
+    relu = lambda v: max(v, 0.0)  # noqa: E731
+    # up: row 0 copied, row 1 = relu(2 * f[row 0] + 1 + f[row 1])
+    assert up.tolist() == [[1.0, 2.0], [relu(2 * 1 + 1 + 3), relu(2 * 2 + 1 + 4)]]
+    # right: last column copied, column 0 = relu(3 * f[col 1] + 0 + f[col 0])
+    assert right.tolist() == [[relu(3 * 2 + 1), 2.0], [relu(3 * 4 + 3), 4.0]]
+    # down: last row copied, row 0 = relu(-1 * f[row 1] + 0.5 + f[row 0])
+    assert down.tolist() == [[relu(-3 + 0.5 + 1), relu(-4 + 0.5 + 2)], [3.0, 4.0]]
+    # left: column 0 copied, column 1 = relu(1 * f[col 0] - 4 + f[col 1])
+    assert left.tolist() == [[1.0, relu(1 - 4 + 2)], [3.0, relu(3 - 4 + 4)]]
+
+
+def test_spagan_returns_the_last_attention_map_of_its_shared_module() -> None:
+    model = tiny("spagan").eval()
+    maps = []
+    model.attention.register_forward_hook(lambda m, i, o: maps.append(o))
+    with torch.no_grad():
+        _, attention = model.forward_with_attention(torch.rand(1, 4, 20, 20))
+    assert len(maps) == 4 and torch.equal(attention, maps[-1]) and not torch.equal(maps[0], maps[-1])
+
+
+def test_dsen2cr_wiring() -> None:
+    model = tiny("dsen2cr").eval()
+    x, s = torch.rand(1, 4, 12, 10), torch.rand(1, 2, 12, 10)
+    with torch.no_grad():
+        y = torch.relu(model.head(torch.cat([x, s], 1)))  # optical first, then SAR
+        for block in model.body:  # x + 0.1 * (conv, ReLU, conv)(x)
+            y = y + 0.1 * block.body[2](torch.relu(block.body[0](y)))
+        torch.testing.assert_close(model(x, s), x + model.tail(y))
+
+
+def test_glfcr_wiring() -> None:
+    """f1 = conv5x5 without activation feeds the global residual; blocks then fusion; output + cloudy."""
+    import torch.nn.functional as F
+
+    model = tiny("glfcr").eval()
+    x, s = torch.rand(1, 4, 32, 48), torch.rand(1, 2, 32, 48)
+    with torch.no_grad():
+        f1 = model.conv1(F.pixel_unshuffle(x, 2))
+        o, a = model.conv2(f1), model.conv2_sar(model.conv1_sar(F.pixel_unshuffle(s, 2)))
+        outs = []
+        for block, fusion in zip(model.blocks, model.fusions):
+            o, a = fusion(*block(o, a))
+            outs.append(o)
+        expected = x + model.head(model.gff(torch.cat(outs, 1)) + f1)
+        torch.testing.assert_close(model(x, s), expected)
+    rates = [m.drop_path.drop_prob for m in model.modules() if isinstance(m, SwinBlock)
+             and hasattr(m.drop_path, "drop_prob")]
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(0.2)  # rising with depth, up to 0.2
+    assert model.blocks[0].layers[1].swin._shift_for(8, 8) == 0  # one window: no shift (reference rule)
+    assert model.blocks[0].layers[1].swin._shift_for(16, 8) == 0 and model.blocks[0].layers[1].swin._shift_for(16, 16) == 4
+
+
+def test_mcgan_wiring() -> None:
+    """Decoder stage k takes cat(previous decoder output, encoder skip) - decoder first; dropout in D0-D2."""
+    model = tiny("mcgan").eval()
+    x = torch.rand(1, 4, 256, 256)
+    with torch.no_grad():
+        e = [model.enc0(x)]
+        for layer in model.enc:
+            e.append(layer(e[-1]))
+        y = model.dec[0](e[7])
+        for k in range(1, 7):
+            y = model.dec[k](torch.cat([y, e[7 - k]], 1))
+        expected = model.out(torch.cat([y, e[0]], 1))
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    drop = [any(isinstance(m, torch.nn.Dropout) for m in stage) for stage in model.dec]
+    assert drop == [True, True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("depth,dropouts", [(8, 3), (7, 2), (9, 4)])
+def test_saroptcgan_wiring_and_dropout(depth: int, dropouts: int) -> None:
+    model = create_model("saroptcgan", base_channels=4, depth=depth).eval()
+    stages = [any(isinstance(m, torch.nn.Dropout) for m in up) for up in model.up]
+    assert stages == [False] + [True] * dropouts + [False] * (len(stages) - 1 - dropouts)
+    x, s = torch.rand(1, 4, 2**depth, 2**depth), torch.rand(1, 2, 2**depth, 2**depth)
+    with torch.no_grad():
+        d = [2 * torch.cat([x, s], 1) - 1]
+        for layer in model.down:
+            d.append(layer(d[-1]))
+        y = d[-1]
+        for k, layer in enumerate(model.up):
+            y = torch.cat([d[-2 - k], layer(y)], 1)  # the block's input first, then its output
+        torch.testing.assert_close(model(x, s), (model.outer(y) + 1) / 2, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gan_clipping_sees_unscaled_gradients_under_fp16(synth_root: Path) -> None:
+    import lightning as L
+    from lightning.pytorch.plugins import MixedPrecision
+
+    from m3rcr.training.module import GANModule
+
+    torch.manual_seed(0)
+    module = GANModule(model="spagan", model_config=TINY["spagan"], discriminator="two_stream",
+                       discriminator_config={"base_channels": 4}, gradient_clip_val=1e9)
+    norms: list[float] = []
+    original = module.clip_gradients
+
+    def record(opt, gradient_clip_val=None, gradient_clip_algorithm=None):
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.norm(torch.stack([p.grad.float().norm() for p in params]))))
+        return original(opt, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
+    module.clip_gradients = record
+    plugin = MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=2.0**15))
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, plugins=[plugin])
+    trainer.fit(module, train_dataloaders=DataLoader(_batches(synth_root), batch_size=None))
+    assert norms and max(norms) < 1e3  # scaled by 2^15 they would be ~1e5 or more

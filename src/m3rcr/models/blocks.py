@@ -235,13 +235,16 @@ class SwinBlock(nn.Module):
     shares. H and W must be multiples of ``window``; the shift mask is computed for the actual size.
 
     ``pre_norm=False`` drops the LayerNorm before attention (GLF-CR); ``drop_path`` is the stochastic
-    depth rate of both residual branches.
+    depth rate of both residual branches; ``single_window_no_shift`` skips the shift on maps that are one
+    window high or wide (GLF-CR's rule; Align-CR always shifts).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, window: int = 8, shift: int = 0, mlp_ratio: float = 4.0,
-                 sar: bool = True, pre_norm: bool = True, drop_path: float = 0.0) -> None:
+                 sar: bool = True, pre_norm: bool = True, drop_path: float = 0.0,
+                 single_window_no_shift: bool = False) -> None:
         super().__init__()
         self.window, self.shift, self.sar = window, shift, sar
+        self.single_window_no_shift = single_window_no_shift
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         self.attn = WindowAttention(dim, num_heads, window, sar=sar)
@@ -254,28 +257,33 @@ class SwinBlock(nn.Module):
             self.mlp_sar = Mlp(dim, hidden)
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    def _mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
-        if not self.shift:
+    def _shift_for(self, h: int, w: int) -> int:
+        if self.single_window_no_shift and min(h, w) <= self.window:
+            return 0
+        return self.shift
+
+    def _mask(self, h: int, w: int, shift: int, device: torch.device) -> torch.Tensor | None:
+        if not shift:
             return None
         key = (h, w, str(device))
         if key not in self._masks:  # a cache of a pure function of the size, not model state
             if len(self._masks) >= 8:  # tiling many sizes must not grow memory without bound
                 self._masks.pop(next(iter(self._masks)))
-            self._masks[key] = shifted_window_mask(h, w, self.window, self.shift, device)
+            self._masks[key] = shifted_window_mask(h, w, self.window, shift, device)
         return self._masks[key]
 
-    def _windows(self, tokens: torch.Tensor, norm: nn.LayerNorm, h: int, w: int) -> torch.Tensor:
+    def _windows(self, tokens: torch.Tensor, norm: nn.Module, h: int, w: int, shift: int) -> torch.Tensor:
         b, _, c = tokens.shape
         x = norm(tokens).view(b, h, w, c)
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         return window_partition(x, (self.window, self.window)).view(-1, self.window * self.window, c)
 
-    def _merge(self, windows: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    def _merge(self, windows: torch.Tensor, b: int, h: int, w: int, shift: int) -> torch.Tensor:
         c = windows.shape[-1]
         x = window_reverse(windows.view(-1, self.window, self.window, c), (self.window, self.window), h, w)
-        if self.shift:
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x.reshape(b, h * w, c)
 
     def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None
@@ -283,17 +291,18 @@ class SwinBlock(nn.Module):
         b, c, h, w = x.shape
         if h % self.window or w % self.window:
             raise ValueError(f"feature map {h}x{w} is not a multiple of the window {self.window}")
-        mask = self._mask(h, w, x.device)
+        shift = self._shift_for(h, w)
+        mask = self._mask(h, w, shift, x.device)
         t = x.flatten(2).transpose(1, 2)  # tokens in row-major pixel order
         t_sar = x_sar.flatten(2).transpose(1, 2) if self.sar else None
-        a, a_sar = self.attn(self._windows(t, self.norm1, h, w),
-                             self._windows(t_sar, self.norm1_sar, h, w) if self.sar else None, mask)
-        t = t + self.drop_path(self._merge(a, b, h, w))
+        a, a_sar = self.attn(self._windows(t, self.norm1, h, w, shift),
+                             self._windows(t_sar, self.norm1_sar, h, w, shift) if self.sar else None, mask)
+        t = t + self.drop_path(self._merge(a, b, h, w, shift))
         t = t + self.drop_path(self.mlp(self.norm2(t)))
         out = t.transpose(1, 2).reshape(b, c, h, w)
         if not self.sar:
             return out, None
-        t_sar = t_sar + self.drop_path(self._merge(a_sar, b, h, w))
+        t_sar = t_sar + self.drop_path(self._merge(a_sar, b, h, w, shift))
         t_sar = t_sar + self.drop_path(self.mlp_sar(self.norm2_sar(t_sar)))
         return out, t_sar.transpose(1, 2).reshape(b, c, h, w)
 

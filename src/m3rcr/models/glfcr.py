@@ -39,7 +39,7 @@ class GLFDenseLayer(nn.Module):
         self.conv = conv3x3(in_channels, growth)
         self.conv_sar = conv3x3(in_channels, growth)
         self.swin = SwinBlock(growth, num_heads, window, shift, mlp_ratio, sar=True, pre_norm=False,
-                              drop_path=drop_path)
+                              drop_path=drop_path, single_window_no_shift=True)
 
     def forward(self, x: torch.Tensor, x_sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, a_sar = self.swin(F.relu(self.conv(x)), F.relu(self.conv_sar(x_sar)))

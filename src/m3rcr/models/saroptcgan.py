@@ -59,7 +59,7 @@ class SAROptCGAN(nn.Module):
         for i in reversed(range(1, depth)):  # innermost first; stage i produces c[i - 1] channels
             cin_up = c[i] if i == depth - 1 else 2 * c[i]
             layers = [nn.ReLU(), nn.ConvTranspose2d(cin_up, c[i - 1], 4, 2, 1, bias=False), SampleStatBatchNorm2d(c[i - 1])]
-            if dropout and depth - 4 <= i < depth - 1:  # the three stages after the innermost
+            if dropout and 4 <= i < depth - 1:  # the depth - 5 stages after the innermost (3 for unet_256)
                 layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
         self.outer = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(2 * c[0], out_channels, 4, 2, 1), nn.Tanh())

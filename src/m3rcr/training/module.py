@@ -40,7 +40,10 @@ def lr_factor(epoch: int, kind: str = "step", constant_epochs: int = 10, step_ep
     if kind == "step":
         return step_decay(epoch, constant_epochs, step_epochs, gamma)
     if kind == "linear":
-        return 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1)
+        if decay_epochs < 1:
+            raise ValueError("a linear schedule needs decay_epochs >= 1")
+        # pix2pix's rule, held at 0 after the decay (pix2pix simply stops there)
+        return max(0.0, 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1))
     raise ValueError(f"schedule kind must be 'step', 'linear' or 'constant', got {kind!r}")
 
 
@@ -48,6 +51,23 @@ def _scheduler(opt: torch.optim.Optimizer, schedule: dict[str, Any]) -> torch.op
     sched = {**SCHEDULE_DEFAULTS, **(schedule or {})}
     lr_factor(0, **sched)  # validate now rather than at the first epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(epoch, **sched))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * (BCE(real, 1) + BCE(fake, 0))``: McGAN / SpA-GAN use scale 1, pix2pix 0.5."""
+    return scale * (adversarial_loss(real_logits, True) + adversarial_loss(fake_logits, False))
+
+
+def attention_loss(attention: torch.Tensor, cloudmask: torch.Tensor) -> torch.Tensor:
+    """SpA-GAN's attention term: MSE between the (B, 1, H, W) attention map and the (B, H, W) cloud mask."""
+    return F.mse_loss(attention[:, 0], cloudmask.to(attention.dtype))
+
+
+def generator_loss(adversarial: torch.Tensor, reconstruction: torch.Tensor, attention: torch.Tensor | None,
+                   adversarial_weight: float, reconstruction_weight: float, attention_weight: float) -> torch.Tensor:
+    """The generator's objective: weighted adversarial + reconstruction (+ attention) terms."""
+    loss = adversarial_weight * adversarial + reconstruction_weight * reconstruction
+    return loss + attention_weight * attention if attention is not None else loss
 
 
 class _ImageToImage(L.LightningModule):
@@ -162,17 +182,22 @@ class GANModule(_ImageToImage):
         self.automatic_optimization = False
         self.net = create_model(model, **(model_config or {}))
         self.loss_fn = create_loss(loss, **(loss_config or {}))
-        cloudy, sar = torch.zeros(1, 4, 1, 1), torch.zeros(1, 2, 1, 1)
-        d_config = {"condition_channels": self.net.condition(cloudy, sar).shape[1],
-                    "image_channels": self.net.config.get("out_channels", 4), **(discriminator_config or {})}
+        cfg = self.net.config
+        probe = (torch.zeros(1, cfg.get("in_channels", 4), 1, 1), torch.zeros(1, cfg.get("sar_channels", 2), 1, 1))
+        d_config = {"condition_channels": self.net.condition(*probe).shape[1],
+                    "image_channels": cfg.get("out_channels", 4), **(discriminator_config or {})}
         self.disc = create_discriminator(discriminator, **d_config)
 
     def _step(self, opt: Any, loss: torch.Tensor) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
-        if self.hparams.gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
         opt.step()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # runs inside opt.step(), after fp16 gradients have been unscaled: clip the true gradients
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm="norm")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         hp = self.hparams
@@ -186,18 +211,16 @@ class GANModule(_ImageToImage):
         cond = self.net.condition(cloudy, sar)
 
         self.toggle_optimizer(opt_d)
-        loss_d = hp.d_loss_scale * (adversarial_loss(self.disc(cond, real), True)
-                                    + adversarial_loss(self.disc(cond, fake.detach()), False))
+        loss_d = discriminator_loss(self.disc(cond, real), self.disc(cond, fake.detach()), hp.d_loss_scale)
         self._step(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
 
         self.toggle_optimizer(opt_g)
         adv = adversarial_loss(self.disc(cond, fake), True)
         rec = self._reconstruction(fake, batch)
-        loss_g = hp.adversarial_weight * adv + hp.reconstruction_weight * rec
-        if attention is not None:
-            att = F.mse_loss(attention[:, 0], batch["cloudmask"].to(attention.dtype))
-            loss_g = loss_g + hp.attention_weight * att
+        att = attention_loss(attention, batch["cloudmask"]) if attention is not None else None
+        loss_g = generator_loss(adv, rec, att, hp.adversarial_weight, hp.reconstruction_weight, hp.attention_weight)
+        if att is not None:
             self.log("train/loss_attention", att, on_step=True, on_epoch=True, batch_size=len(cloudy), sync_dist=True)
         self._step(opt_g, loss_g)
         self.untoggle_optimizer(opt_g)
