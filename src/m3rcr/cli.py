@@ -284,6 +284,74 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _named(pairs: Sequence[str] | None, what: str) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{what} expects NAME=PATH, got {pair!r}")
+        out.append((name, value))
+    return out
+
+
+def cmd_seg_train(args: argparse.Namespace) -> int:
+    """Train the land-cover segmentation model (on the cloud-free training images)."""
+    from m3rcr.training.config import load_config
+    from m3rcr.training.run import train
+
+    overrides = _split_overrides(args, args.extra)
+    if args.out:
+        overrides.append(f"run.dir={args.out}")
+    if args.resume:
+        run = train(resume=args.resume, overrides=overrides)
+    else:
+        base = [] if args.config else ["task=segmentation", "model.name=deeplabv3plus",
+                                       "model.config={encoder: resnet50}", "run.dir=runs/segmentation"]
+        config = load_config(args.config, base + overrides)
+        if config["task"] != "segmentation":
+            raise ValueError(f"{args.config}: not a segmentation configuration (task: {config['task']})")
+        run = train(config)
+    print(f"run folder: {run}")
+    return 0
+
+
+def cmd_seg_evaluate(args: argparse.Namespace) -> int:
+    """Segment cloud-free, cloudy and predicted images; mIoU and PA per cloud-cover bin."""
+    from m3rcr.data import M3RCRDataset
+    from m3rcr.evaluation.evaluate import model_predictor
+    from m3rcr.evaluation.semantic import predictions_source, semantic_evaluate
+    from m3rcr.models import load_model, load_segmentation_model
+
+    device = _device(args.device)
+    segmenter = load_segmentation_model(args.checkpoint, device=device)
+    ds = M3RCRDataset(args.data, args.split, args.csv, crop_size=args.crop, crop="center")
+    sources = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
+    for name, ckpt in _named(args.method, "--method"):
+        sources[name] = model_predictor(load_model(ckpt, device=device))
+    for name, folder in _named(args.predictions, "--predictions"):
+        sources[name] = predictions_source(folder)
+    results = semantic_evaluate(segmenter, ds, sources, args.out, batch_size=args.batch_size, device=device,
+                                figure_names=args.samples, figure_count=args.figure_count, progress=not args.quiet)
+    for name, r in results.items():
+        o = r["overall"]
+        print(f"{name}: mIoU {o['miou']:.2f} %  PA {o['pa']:.2f} %" if o["miou"] is not None else f"{name}: no pixels")
+    print(f"-> {args.out}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Train (or load), evaluate and measure every method of a benchmark configuration; one report."""
+    from m3rcr.benchmark import Benchmark, load_benchmark_config
+
+    config = load_benchmark_config(args.config)
+    out = args.out or config.get("out")
+    if not out:
+        raise ValueError("give --out DIR (or 'out' in the configuration)")
+    Benchmark(config, out).run()
+    print(f"report: {Path(out) / 'report' / 'report.md'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
@@ -373,6 +441,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--names", nargs="+", help="method names, one per folder (default: as evaluated)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("seg", help="the land-cover segmentation model of the semantic evaluation",
+                       description="DeepLabv3+ (ResNet-50) land-cover segmentation: train it on the cloud-free "
+                                   "training images, then score cloud-free, cloudy and predicted images with it "
+                                   "(Table III, Fig. 6, Fig. 7).")
+    seg = p.add_subparsers(dest="seg_command", metavar="SUBCOMMAND", required=True)
+    q = seg.add_parser("train", help="train the segmentation model",
+                       description="Train the segmentation model (configs/segmentation.yaml; overrides as "
+                                   "section.key=value). Without --config: DeepLabv3+ ResNet-50 with the defaults.")
+    q.add_argument("--config", metavar="FILE", help="a segmentation configuration (task: segmentation)")
+    q.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    q.add_argument("--out", metavar="RUN", help="run folder (same as run.dir=RUN)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override (repeatable)")
+    q.set_defaults(func=cmd_seg_train, accepts_extra=True, command="seg train")
+    q = seg.add_parser("evaluate", help="segment cloud-free, cloudy and predicted images; mIoU and PA",
+                       description="Apply the segmentation model to the cloud-free and cloudy images and to each "
+                                   "method's predictions; mIoU and pixel accuracy overall and per cloud-cover bin.")
+    _add_data_args(q, split_default="test")
+    q.add_argument("--checkpoint", required=True, metavar="SEG.ckpt", help="the segmentation model")
+    q.add_argument("--method", action="append", metavar="NAME=CKPT", help="a cloud-removal checkpoint (repeatable)")
+    q.add_argument("--predictions", action="append", metavar="NAME=DIR",
+                   help="a folder of predicted GeoTIFFs, e.g. DIR/predictions of m3rcr evaluate (repeatable)")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--crop", type=int, metavar="N", help="centred N x N crop (default: whole tiles)")
+    q.add_argument("--batch-size", type=int, default=4)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the land-cover figure")
+    q.add_argument("--figure-count", type=int, default=3)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_seg_evaluate, command="seg evaluate")
+
+    p = sub.add_parser("benchmark", help="the whole benchmark: train, evaluate, measure, report",
+                       description="Train (or load) every method of a benchmark configuration (configs/benchmark.yaml), "
+                                   "evaluate each on the same split (image, NDVI and semantic metrics), measure its "
+                                   "complexity, and write every table and figure to DIR/report. Interrupted, it "
+                                   "resumes without redoing finished steps.")
+    p.add_argument("--config", required=True, metavar="FILE", help="benchmark configuration (YAML)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: 'out' in the configuration)")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("convert-checkpoint", help="convert an authors' Align-CR checkpoint to ours",
                        description="Read a checkpoint of the authors' Align-CR code (state dict under 'network', "

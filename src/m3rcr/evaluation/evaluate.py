@@ -30,8 +30,8 @@ from tqdm import tqdm
 from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
 from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
-from m3rcr.reports.figures import metrics_by_cloud_cover, qualitative_grid
-from m3rcr.reports.tables import csv_text, markdown_report, table_per_bin, table_per_class
+from m3rcr.reports.figures import metrics_by_cloud_cover, ndvi_by_cloud_cover, ndvi_density, qualitative_grid
+from m3rcr.reports.tables import csv_text, markdown_report, table_ndvi, table_per_bin, table_per_class
 from m3rcr.utils.files import atomic_path
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
@@ -92,34 +92,44 @@ def _pick_samples(records: Sequence[Any], names: Sequence[str] | None, count: in
 
 
 def write_outputs(out: Path, method: str, summary: Mapping[str, Any], records: Sequence[Any],
-                  settings: Mapping[str, Any]) -> None:
+                  settings: Mapping[str, Any], ndvi_hist: np.ndarray | None = None) -> None:
     """metrics.json, metrics.csv, tables and the per-bin figure of one evaluation."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {"method": method, **settings, **summary}
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(_json_safe(payload), indent=1))
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
-        fields = ["name", "cloud_cover", "cloud_cover_bin", "mae", "psnr", "ssim", "sam", "mae_cloudy", "mae_clear"]
+        fields = ["name", "cloud_cover", "cloud_cover_bin", "mae", "psnr", "ssim", "sam", "mae_cloudy", "mae_clear",
+                  "ndvi_rmse"]
         writer = csv.DictWriter(fh, fields, lineterminator="\n")
         writer.writeheader()
         for r in records:
             row = asdict(r)
             row["cloud_cover_bin"] = CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]
             writer.writerow(row)
-    write_tables(out, {method: summary})
+    if ndvi_hist is not None:
+        with atomic_path(out / "ndvi_histogram.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(ndvi_hist, dtype=np.int64), allow_pickle=False)
+    write_tables(out, {method: summary}, {method: ndvi_hist} if ndvi_hist is not None else None)
 
 
-def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]]) -> None:
-    """tables.md, table_per_class.csv, table_per_bin.csv and fig_metrics_by_cloud_cover.png for some methods."""
+def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]],
+                 histograms: Mapping[str, np.ndarray] | None = None) -> None:
+    """tables.md, the tables as CSV, and the per-bin figures for some methods; Fig. 8 from NDVI histograms."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "tables.md") as tmp:
         tmp.write_text(markdown_report(results))
-    for name, table in (("table_per_class.csv", table_per_class(results)), ("table_per_bin.csv", table_per_bin(results))):
+    for name, table in (("table_per_class.csv", table_per_class(results)), ("table_per_bin.csv", table_per_bin(results)),
+                        ("table_ndvi.csv", table_ndvi(results))):
         with atomic_path(out / name) as tmp:
             tmp.write_text(csv_text(*table))
-    fig = metrics_by_cloud_cover(results)
-    with atomic_path(out / "fig_metrics_by_cloud_cover.png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    figures = {"fig_metrics_by_cloud_cover.png": metrics_by_cloud_cover(results),
+               "fig_ndvi_by_cloud_cover.png": ndvi_by_cloud_cover(results)}
+    if histograms:
+        figures["fig_ndvi_density.png"] = ndvi_density(histograms)
+    for name, fig in figures.items():
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, dpi=110)
 
 
 def evaluate(
@@ -177,7 +187,8 @@ def evaluate(
         "clip": clip, "evaluated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **(settings or {}),
     }
-    write_outputs(out, method, summary, acc.records, info)
+    hist = acc.ndvi_hist.cpu().numpy() if acc.ndvi_hist is not None else None
+    write_outputs(out, method, summary, acc.records, info, hist)
     names = [n for n in _pick_samples(acc.records, figure_names, figure_count) if n in kept]
     if names:
         fig = qualitative_grid([kept[n][0] for n in names], {method: [kept[n][1] for n in names]})
@@ -200,6 +211,7 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
     they share, read again from the evaluated dataset.
     """
     results: dict[str, Any] = {}
+    histograms: dict[str, np.ndarray] = {}
     with_predictions: dict[str, Path] = {}
     for i, folder in enumerate(folders):
         path = Path(folder) / "metrics.json"
@@ -208,6 +220,9 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
         data = json.loads(path.read_text())
         label = names[i] if names else data.get("method", Path(folder).name)
         results[label] = data
+        hist_file = Path(folder) / "ndvi_histogram.npy"
+        if hist_file.is_file():
+            histograms[label] = np.load(hist_file, allow_pickle=False)
         first = next(iter(results.values()))
         for key in ("split", "crop_size"):
             if data.get(key) != first.get(key):
@@ -216,7 +231,7 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
         if (Path(folder) / "predictions").is_dir():
             with_predictions[label] = Path(folder) / "predictions"
     out = Path(out)
-    write_tables(out, results)
+    write_tables(out, results, histograms or None)
     if with_predictions:
         first = results[next(iter(with_predictions))]
         ds = M3RCRDataset(first["data"], first["split"], sar_mode=first.get("sar_mode", "nearest"),

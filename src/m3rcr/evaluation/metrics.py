@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES, cloud_cover_bin
+from m3rcr.evaluation.confusion import miou
+from m3rcr.evaluation.ndvi import level_confusion, ndvi, ndvi_histogram
 
 #: SAM floors each squared spectral norm at float16's machine epsilon, 2^-10, as the authors do.
 SAM_NORM_FLOOR = 2.0**-10
@@ -121,6 +123,7 @@ class ImageRecord:
     sam: float
     mae_cloudy: float | None = None  #: MAE over the image's cloudy pixels (None without clouds)
     mae_clear: float | None = None  #: MAE over its clear pixels
+    ndvi_rmse: float | None = None  #: RMSE between the NDVI of prediction and reference, this image only
 
 
 @dataclass
@@ -137,6 +140,10 @@ class MetricAccumulator:
     _sam_sum: torch.Tensor | None = None
     _count: torch.Tensor | None = None
     _bands: int = 0
+    # NDVI, pooled over pixels: per bin [squared-error sum, pixel count] and 5-level confusion matrices
+    _ndvi_sq: dict[str, list[float]] = field(default_factory=dict)
+    _ndvi_cm: dict[str, torch.Tensor] = field(default_factory=dict)
+    ndvi_hist: torch.Tensor | None = None  #: (200, 200) reference x predicted NDVI counts (Fig. 8)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, ref: torch.Tensor, landcover: torch.Tensor | None,
@@ -153,9 +160,21 @@ class MetricAccumulator:
             err_clear = (abs_err * (1 - m)).flatten(1).sum(1)
             split = [(float(ec / nc) if nc > 0 else None, float(el / nl) if nl > 0 else None)
                      for ec, nc, el, nl in zip(err_cloud, n_cloud, err_clear, n_clear)]
+        nd_pred, nd_ref = ndvi(pred), ndvi(ref)
+        sq = (nd_pred.double() - nd_ref.double()).pow(2).flatten(1)
+        hist = ndvi_histogram(nd_pred, nd_ref)
+        self.ndvi_hist = hist if self.ndvi_hist is None else self.ndvi_hist + hist
         for i, name in enumerate(names):
+            b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(cloud_cover[i]), 0.0), 1.0))]
+            cm = level_confusion(nd_pred[i], nd_ref[i]).cpu()
+            for key in ("all", b):
+                acc = self._ndvi_sq.setdefault(key, [0.0, 0.0])
+                acc[0] += float(sq[i].sum())
+                acc[1] += sq.shape[1]
+                self._ndvi_cm[key] = self._ndvi_cm[key] + cm if key in self._ndvi_cm else cm
             self.records.append(ImageRecord(str(name), float(cloud_cover[i]),
-                                            *(float(values[k][i]) for k in IMAGE_METRICS), *split[i]))
+                                            *(float(values[k][i]) for k in IMAGE_METRICS), *split[i],
+                                            ndvi_rmse=float(sq[i].mean().sqrt())))
         if landcover is None:
             return
         k = len(self.class_names)
@@ -187,24 +206,31 @@ class MetricAccumulator:
             }
         return out
 
-    @staticmethod
-    def _mean(records: Sequence[ImageRecord]) -> dict[str, float | None]:
+    def _mean(self, records: Sequence[ImageRecord], key: str) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
-        for key in (*IMAGE_METRICS, "mae_cloudy", "mae_clear"):
-            vals = [getattr(r, key) for r in records if getattr(r, key) is not None]
-            out[key] = sum(vals) / len(vals) if vals else None
+        for metric in (*IMAGE_METRICS, "mae_cloudy", "mae_clear"):
+            vals = [getattr(r, metric) for r in records if getattr(r, metric) is not None]
+            out[metric] = sum(vals) / len(vals) if vals else None
+        sq = self._ndvi_sq.get(key)
+        out["ndvi_rmse"] = math.sqrt(sq[0] / sq[1]) if sq and sq[1] else None
+        out["ndvi_miou"] = miou(self._ndvi_cm[key]) if key in self._ndvi_cm else None
         out["images"] = len(records)
         return out
 
     def summary(self) -> dict[str, Any]:
-        """``overall``, ``per_class`` and ``per_bin`` (keys like ``0-20``) as plain dicts."""
+        """``overall``, ``per_class`` and ``per_bin`` (keys like ``0-20``) as plain dicts.
+
+        Image metrics are averaged over images; ``ndvi_rmse`` pools the squared NDVI errors of all
+        pixels of the set (or bin) and ``ndvi_miou`` (percent) comes from one confusion matrix of the
+        five NDVI levels accumulated over them.
+        """
         bins: dict[str, list[ImageRecord]] = {b: [] for b in CLOUD_COVER_BINS}
         for r in self.records:
             bins[CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]].append(r)
         return {
-            "overall": self._mean(self.records),
+            "overall": self._mean(self.records, "all"),
             "per_class": self.per_class(),
-            "per_bin": {b: self._mean(rs) for b, rs in bins.items()},
+            "per_bin": {b: self._mean(rs, b) for b, rs in bins.items()},
         }
 
 

@@ -27,6 +27,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | 
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "task": getattr(model, "task", "cloud_removal"),
         "model": name,
         "config": dict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -56,12 +57,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
-    """The model stored in an m3rcr checkpoint, in eval mode, on ``device`` (default: CPU).
+    """The cloud-removal model stored in an m3rcr checkpoint, in eval mode, on ``device`` (default: CPU).
 
     Call it as ``model(cloudy, sar)`` with (B, 4, H, W) and (B, 2, H, W) tensors in [0, 1].
     """
+    return _load(path, device, "cloud_removal")
+
+
+def load_segmentation_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
+    """The land-cover segmentation model stored in an m3rcr checkpoint, in eval mode; ``model(image)`` gives logits."""
+    return _load(path, device, "segmentation")
+
+
+def _load(path: str | Path, device: str | torch.device | None, task: str) -> nn.Module:
     payload = read_checkpoint(path)
-    model = create_model(payload["model"], **payload["config"])
+    found = payload.get("task", "cloud_removal")
+    if found != task:
+        raise DataError(path, f"is a {found.replace('_', '-')} checkpoint, not a {task.replace('_', '-')} one")
+    if task == "segmentation":
+        from m3rcr.models.segmentation import create_segmentation_model
+
+        model = create_segmentation_model(payload["model"], **payload["config"])
+    else:
+        model = create_model(payload["model"], **payload["config"])
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
         raise DataError(path, f"weights do not fit model {payload['model']!r}: missing {missing[:5]}, "

@@ -14,6 +14,12 @@ from m3rcr.data.preprocess import CLOUD_COVER_BINS
 from m3rcr.reports.tables import OVERALL
 
 
+def outside_legend(fig: Figure, ax: Any) -> None:
+    """One legend for the figure, outside the panels (on the right) so that no line is hidden."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+
+
 def metrics_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     """One panel per metric (MAE x100, PSNR, SAM, SSIM) against the cloud-cover bin; one line per method."""
     fig = Figure(figsize=(13, 3.4), layout="constrained")
@@ -28,7 +34,7 @@ def metrics_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("value")
-    axes[-1].legend(fontsize=8, loc="best")
+    outside_legend(fig, axes[-1])
     fig.supxlabel("cloud cover", fontsize=9)
     return fig
 
@@ -59,4 +65,47 @@ def qualitative_grid(samples: Sequence[Mapping[str, Any]], predictions: Mapping[
             if r == 0:
                 ax.set_title(cols[c], fontsize=10)
         axes[r][0].set_ylabel(f"{sample['name']}\n{100 * float(sample['cloud_cover']):.0f} % cloud", fontsize=8)
+    return fig
+
+
+def ndvi_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Fig. 9 layout: NDVI RMSE and NDVI mIoU against the cloud-cover bin; one line per method."""
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    x = np.arange(len(CLOUD_COVER_BINS))
+    for ax, (key, title) in zip(axes, (("ndvi_rmse", "NDVI RMSE"), ("ndvi_miou", "NDVI mIoU (%)"))):
+        for method, summary in results.items():
+            y = [summary["per_bin"][b].get(key) for b in CLOUD_COVER_BINS]
+            ax.plot(x, [np.nan if v is None else v for v in y], marker="o", label=method)
+        ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    outside_legend(fig, axes[-1])
+    fig.supxlabel("cloud cover", fontsize=9)
+    return fig
+
+
+def ndvi_density(histograms: Mapping[str, np.ndarray]) -> Figure:
+    """Fig. 8 layout: density of predicted vs reference NDVI (log colour scale), one panel per method.
+
+    Each histogram is (bins, bins) over [-1, 1], rows = reference, columns = prediction.
+    """
+    from matplotlib.colors import LogNorm
+
+    n = len(histograms)
+    fig = Figure(figsize=(3.2 * n + 0.8, 3.3), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    vmax = max(float(h.max()) for h in histograms.values()) or 1.0
+    im = None
+    for ax, (method, hist) in zip(axes, histograms.items()):
+        h = np.asarray(hist, dtype=float)
+        im = ax.imshow(np.ma.masked_equal(h.T, 0), origin="lower", extent=(-1, 1, -1, 1), cmap="viridis",
+                       norm=LogNorm(vmin=1, vmax=vmax), interpolation="nearest")
+        ax.plot([-1, 1], [-1, 1], color="w", lw=0.8, ls="--")
+        ax.set_title(method, fontsize=10)
+        ax.set_xlabel("reference NDVI", fontsize=8)
+        ax.set_aspect("equal")
+    axes[0].set_ylabel("predicted NDVI", fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label="pixels")
     return fig

@@ -18,7 +18,7 @@ def _fmt(value: float | None, scale: float, decimals: int) -> str:
     return "-" if value is None else f"{value * scale:.{decimals}f}"
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -51,12 +51,29 @@ def table_per_bin(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], 
     return header, rows
 
 
+def table_ndvi(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table IV: NDVI RMSE and NDVI-level mIoU (%), overall and per cloud-cover bin; one row per method."""
+    header = ["Method", "NDVI RMSE", "NDVI mIoU (%)"]
+    header += [f"{m} {b} %" for b in CLOUD_COVER_BINS for m in ("RMSE", "mIoU")]
+    rows = []
+    for method, summary in results.items():
+        o = summary["overall"]
+        row = [method, _fmt(o.get("ndvi_rmse"), 1, 4), _fmt(o.get("ndvi_miou"), 1, 2)]
+        for b in CLOUD_COVER_BINS:
+            m = summary["per_bin"][b]
+            row += [_fmt(m.get("ndvi_rmse"), 1, 4), _fmt(m.get("ndvi_miou"), 1, 2)]
+        rows.append(row)
+    return header, rows
+
+
 def markdown_report(results: Mapping[str, Mapping[str, Any]], title: str = "Image reconstruction") -> str:
-    """Both tables as one Markdown document."""
-    a, b = table_per_class(results), table_per_bin(results)
+    """Table II (a), (b) and Table IV as one Markdown document."""
+    a, b, c = table_per_class(results), table_per_bin(results), table_ndvi(results)
     return (f"# {title}\n\n## (a) Overall and per land-cover class\n\nMAE on the [0, 1] scale x 100, SAM in "
-            f"degrees; per-class values pool all pixels of the class over the whole set.\n\n{_markdown(*a)}\n"
-            f"## (b) Per cloud-cover level\n\n{_markdown(*b)}")
+            f"degrees; per-class values pool all pixels of the class over the whole set.\n\n{markdown_table(*a)}\n"
+            f"## (b) Per cloud-cover level\n\n{markdown_table(*b)}\n"
+            f"## NDVI agreement (Table IV)\n\nRMSE between predicted and reference NDVI over all pixels; mIoU of "
+            f"the five NDVI levels (< -0.1, -0.1-0.1, 0.1-0.4, 0.4-0.8, >= 0.8), in percent.\n\n{markdown_table(*c)}")
 
 
 def csv_text(header: list[str], rows: list[list[str]]) -> str:

@@ -3,6 +3,7 @@
 A configuration has these sections (every key optional; see ``configs/aligncr.yaml``)::
 
     seed: 0
+    task:     cloud_removal | segmentation                # segmentation: the land-cover model of the benchmark
     model:    {name: aligncr, config: {...}}              # m3rcr.models.create_model
     loss:     {name: cloud_charbonnier, config: {...}}    # m3rcr.training.losses
     gan:      {discriminator, discriminator_config, adversarial_weight, reconstruction_weight,
@@ -30,6 +31,7 @@ import yaml
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
+    "task": "cloud_removal",
     "model": {"name": "aligncr", "config": {}},
     "loss": {"name": "cloud_charbonnier", "config": {}},
     "optim": {"lr": 1e-4, "align_lr": 1e-5, "betas": [0.9, 0.999], "weight_decay": 0.0},
@@ -39,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
                 "precision": "32-true", "log_every_n_steps": 50},
     "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True},
 }
-_SECTIONS = {"seed", "model", "loss", "gan", "optim", "schedule", "data", "trainer", "run"}
+_SECTIONS = {"seed", "task", "model", "loss", "gan", "optim", "schedule", "data", "trainer", "run"}
 _FIXED_KEYS = {
     "model": {"name", "config"},
     "loss": {"name", "config"},
@@ -82,6 +84,11 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string; people mean a number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     out: dict[str, Any] = value
     for part in reversed(key.strip().split(".")):
         out = {part: out}
@@ -131,10 +138,24 @@ def validate(config: Mapping[str, Any]) -> None:
     extra = set(config["trainer"]) - trainer_keys
     if extra:
         raise ConfigError(f"unknown key(s) {sorted(extra)} in 'trainer'; see lightning.Trainer")
+    for key in ("lr", "align_lr", "weight_decay"):
+        value = config["optim"].get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"optim.{key} must be a number, got {value!r}")
     for key in _NUMERIC_TRAINER_KEYS & set(config["trainer"]):
         value = config["trainer"][key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"trainer.{key} must be a number, got {value!r}")
+    if config.get("task") not in ("cloud_removal", "segmentation"):
+        raise ConfigError(f"task must be cloud_removal or segmentation, got {config.get('task')!r}")
+    if config["task"] == "segmentation":
+        from m3rcr.models.segmentation import list_segmentation_models
+
+        if config["model"]["name"] not in list_segmentation_models():
+            raise ConfigError(f"model.name {config['model']['name']!r} is not a segmentation model "
+                              f"({', '.join(list_segmentation_models())})")
+        if config.get("gan") is not None:
+            raise ConfigError("a segmentation run has no gan section")
     if not isinstance(config["model"].get("config") or {}, Mapping):
         raise ConfigError("model.config must be a mapping of constructor arguments")
     try:

@@ -242,3 +242,64 @@ class GANModule(_ImageToImage):
         opt_d = torch.optim.Adam(self.disc.parameters(), lr=hp.d_lr if hp.d_lr is not None else hp.lr,
                                  betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         return [opt_g, opt_d], [_scheduler(opt_g, hp.schedule), _scheduler(opt_d, hp.schedule)]
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains a land-cover segmentation network on the CLOUD-FREE images (or ``input``) with the level-1
+    labels; cross-entropy with the ``unknown`` class (id ``ignore_index``) ignored.
+
+    Validation logs ``val/loss``, and ``val/miou`` / ``val/pa`` (percent) from one confusion matrix
+    over the validation set.
+    """
+
+    def __init__(self, model: str = "deeplabv3plus", model_config: dict[str, Any] | None = None, lr: float = 1e-4,
+                 betas: tuple[float, float] | list[float] = (0.9, 0.999), weight_decay: float = 0.0,
+                 schedule: dict[str, Any] | None = None, input: str = "cloudfree", ignore_index: int = 6) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        from m3rcr.models.segmentation import create_segmentation_model
+
+        self.net = create_segmentation_model(model, **(model_config or {}))
+        self.num_classes = self.net.config.get("classes", 6)
+        self._val_cm: torch.Tensor | None = None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != self.hparams.ignore_index
+        if not valid.any():  # a crop with only unknown land cover: nothing to learn from
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, target, ignore_index=self.hparams.ignore_index)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch[self.hparams.input]), batch["landcover"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["landcover"]),
+                 sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from m3rcr.evaluation.confusion import confusion_matrix
+
+        logits = self(batch[self.hparams.input])
+        target = batch["landcover"]
+        self.log("val/loss", self._loss(logits, target), on_epoch=True, batch_size=len(target), sync_dist=True)
+        self._val_cm += confusion_matrix(logits.argmax(1), target, self.num_classes, self.hparams.ignore_index)
+
+    def on_validation_epoch_end(self) -> None:
+        from m3rcr.evaluation.confusion import miou, pixel_accuracy
+
+        cm = self._val_cm
+        if self.trainer.world_size > 1:
+            cm = self.all_gather(cm).sum(0)
+        for key, value in (("val/miou", miou(cm)), ("val/pa", pixel_accuracy(cm))):
+            if value is not None:
+                self.log(key, value, prog_bar=key == "val/miou", rank_zero_only=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, hp.schedule), "interval": "epoch"}}

@@ -32,7 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from m3rcr.data.datamodule import M3RCRDataModule
 from m3rcr.training.callbacks import ExportCheckpoints, RNGState
 from m3rcr.training.config import ConfigError, dump, load_config
-from m3rcr.training.module import CloudRemovalModule, GANModule
+from m3rcr.training.module import CloudRemovalModule, GANModule, SegmentationModule
 from m3rcr.utils.files import atomic_path
 
 STATE = Path("state") / "last.ckpt"
@@ -93,7 +93,8 @@ def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.T
     every = config["run"].get("checkpoint_every_n_steps")
     state_ckpt = ModelCheckpoint(dirpath=run_dir / STATE.parent, save_top_k=0, save_last=True,
                                  every_n_train_steps=every)
-    callbacks = [state_ckpt, ExportCheckpoints(run_dir / "checkpoints"), RNGState(),
+    monitor = "val/miou" if config.get("task") == "segmentation" else "val/psnr"
+    callbacks = [state_ckpt, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
                  LearningRateMonitor(logging_interval="epoch")]
     loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
@@ -122,7 +123,11 @@ def build(config: dict[str, Any], run_dir: Path) -> tuple[L.Trainer, CloudRemova
         weight_decay=optim["weight_decay"], schedule=dict(config["schedule"]),
     )
     gan = config.get("gan")
-    if gan is not None:
+    if config.get("task") == "segmentation":
+        module = SegmentationModule(model=common["model"], model_config=common["model_config"], lr=common["lr"],
+                                    betas=common["betas"], weight_decay=common["weight_decay"],
+                                    schedule=common["schedule"])
+    elif gan is not None:
         gan = dict(gan)
         module: L.LightningModule = GANModule(
             **common, discriminator=gan.pop("discriminator"),

@@ -1,0 +1,213 @@
+"""Semantic recovery (spec section 4.2; Table III, Fig. 6, Fig. 7): a land-cover segmentation model
+applied to the cloud-free images, the cloudy images and each method's predictions, scored against
+the level-1 WorldCover labels.
+
+mIoU and pixel accuracy come from one confusion matrix accumulated over all pixels of the set (or of
+a cloud-cover bin), ``unknown`` ignored, classes absent from both labels and prediction left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from m3rcr.data.dataset import M3RCRDataset
+from m3rcr.data.plot import rgb_composite, stretch_limits
+from m3rcr.data.preprocess import (
+    CLOUD_COVER_BINS,
+    LEVEL1_CLASSES,
+    LEVEL1_COLORS,
+    LEVEL1_UNKNOWN,
+    cloud_cover_bin,
+)
+from m3rcr.evaluation.confusion import confusion_matrix, iou_per_class, miou, pixel_accuracy
+from m3rcr.reports.figures import outside_legend
+from m3rcr.reports.tables import csv_text, markdown_table
+from m3rcr.utils.files import atomic_path
+
+#: An image source: takes a batch (on the device) and returns (B, 4, H, W) reflectance in [0, 1].
+Source = Callable[[dict[str, Any]], torch.Tensor]
+NUM_CLASSES = 6  # level-1 classes without 'unknown'
+
+
+def predictions_source(folder: str | Path) -> Source:
+    """Images from a folder of predicted GeoTIFFs (``NAME.tif``, as ``m3rcr evaluate --save-predictions`` writes)."""
+    from m3rcr.evaluation.evaluate import read_prediction
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: predictions folder not found")
+
+    def source(batch: dict[str, Any]) -> torch.Tensor:
+        images = []
+        for name in batch["name"]:
+            path = folder / f"{name}.tif"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no prediction for sample {name}")
+            images.append(read_prediction(path))
+        out = torch.stack(images).to(batch["cloudy"].device)
+        if out.shape != batch["cloudy"].shape:
+            raise ValueError(f"{folder}: predictions are {tuple(out.shape[-2:])} pixels but the evaluated images are "
+                             f"{tuple(batch['cloudy'].shape[-2:])}; use the crop the predictions were made with")
+        return out
+
+    return source
+
+
+def semantic_evaluate(
+    segmenter: torch.nn.Module,
+    dataset: M3RCRDataset,
+    sources: Mapping[str, Source],
+    out: str | Path,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    figure_names: Sequence[str] | None = None,
+    figure_count: int = 3,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment every source's images, score them, and write the semantic evaluation folder ``out``.
+
+    Images are binned by the cloud cover of what is scored. Returns ``{source: {overall, per_bin,
+    per_class_iou}}``.
+    """
+    out = Path(out)
+    device = torch.device(device)
+    segmenter = segmenter.to(device).eval()
+    cms = {s: {b: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long) for b in ("all", *CLOUD_COVER_BINS)}
+           for s in sources}
+    unknown = sorted(set(figure_names or []) - set(dataset.names))
+    if unknown:
+        raise ValueError(f"no sample named {', '.join(unknown)} in split {dataset.split!r}")
+    kept: list[dict[str, Any]] = []
+    for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="semantic", unit="batch",
+                      disable=not progress):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) and k != "transform" else v for k, v in batch.items()}
+        target = batch["landcover"]
+        seg_maps = {}
+        for name, source in sources.items():
+            with torch.inference_mode():
+                images = source(batch).float()
+                pred = segmenter(images).argmax(1)
+            seg_maps[name] = (images, pred)
+            for i in range(len(target)):
+                b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))]
+                cm = confusion_matrix(pred[i], target[i], NUM_CLASSES, LEVEL1_UNKNOWN).cpu()
+                cms[name]["all"] += cm
+                cms[name][b] += cm
+        for i, name in enumerate(batch["name"]):
+            wanted = name in (figure_names or []) or (not figure_names and len(kept) < figure_count)
+            if wanted:
+                kept.append({"name": name, "cloud_cover": float(batch["cloud_cover"][i]),
+                             "landcover": target[i].cpu(), "cloudfree": batch["cloudfree"][i].cpu(),
+                             "cloudy": batch["cloudy"][i].cpu(),
+                             "sources": {s: (img[i].cpu(), p[i].cpu()) for s, (img, p) in seg_maps.items()}})
+    results = {
+        s: {"overall": {"miou": miou(c["all"]), "pa": pixel_accuracy(c["all"]), "pixels": int(c["all"].sum())},
+            "per_bin": {b: {"miou": miou(c[b]), "pa": pixel_accuracy(c[b]), "pixels": int(c[b].sum())}
+                        for b in CLOUD_COVER_BINS},
+            "per_class_iou": dict(zip(LEVEL1_CLASSES[:NUM_CLASSES], iou_per_class(c["all"]))),
+            "confusion_matrix": c["all"].tolist()}
+        for s, c in cms.items()
+    }
+    write_semantic_outputs(out, results)
+    if kept:
+        with atomic_path(out / "fig_landcover_maps.png") as tmp:
+            landcover_maps(kept).savefig(tmp, dpi=90)
+    return results
+
+
+def table_semantic(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table III: mIoU and PA (%) overall and per cloud-cover bin; one row per source."""
+    header = ["Images", "mIoU", "PA"] + [f"{m} {b} %" for b in CLOUD_COVER_BINS for m in ("mIoU", "PA")]
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    rows = []
+    for source, r in results.items():
+        row = [source, f(r["overall"]["miou"]), f(r["overall"]["pa"])]
+        for b in CLOUD_COVER_BINS:
+            row += [f(r["per_bin"][b]["miou"]), f(r["per_bin"][b]["pa"])]
+        rows.append(row)
+    return header, rows
+
+
+def write_semantic_outputs(out: Path, results: Mapping[str, Mapping[str, Any]]) -> None:
+    """semantic.json, table_semantic.md/.csv and the gap figure (Fig. 6) for some sources."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "semantic.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
+    header, rows = table_semantic(results)
+    with atomic_path(out / "table_semantic.md") as tmp:
+        tmp.write_text("# Semantic recovery (Table III)\n\nDeepLabv3+ land-cover segmentation of each image source "
+                       "against the level-1 WorldCover labels ('unknown' ignored); mIoU and pixel accuracy in "
+                       "percent from one confusion matrix per set or bin.\n\n" + markdown_table(header, rows))
+    with atomic_path(out / "table_semantic.csv") as tmp:
+        tmp.write_text(csv_text(header, rows))
+    if "Cloud-free" in results:
+        with atomic_path(out / "fig_semantic_gap.png") as tmp:
+            semantic_gap(results).savefig(tmp, dpi=110)
+
+
+def semantic_gap(results: Mapping[str, Mapping[str, Any]], reference: str = "Cloud-free") -> Figure:
+    """Fig. 6 layout: each source's mIoU and PA gap to the cloud-free images, per cloud-cover bin."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    x = np.arange(len(CLOUD_COVER_BINS))
+    ref = results[reference]["per_bin"]
+    for ax, key, title in ((axes[0], "miou", "mIoU gap to cloud-free"), (axes[1], "pa", "PA gap to cloud-free")):
+        for source, r in results.items():
+            if source == reference:
+                continue
+            gap = [np.nan if r["per_bin"][b][key] is None or ref[b][key] is None else ref[b][key] - r["per_bin"][b][key]
+                   for b in CLOUD_COVER_BINS]
+            ax.plot(x, gap, marker="o", label=source)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
+        ax.set_title(title + " (points)", fontsize=10)
+        ax.grid(alpha=0.3)
+    outside_legend(fig, axes[-1])
+    return fig
+
+
+def landcover_maps(samples: Sequence[Mapping[str, Any]]) -> Figure:
+    """Fig. 7 layout: per sample, cloudy, cloud-free, each method's prediction, WorldCover, and the
+    segmentation of every source."""
+    sources = list(samples[0]["sources"])
+    methods = [s for s in sources if s not in ("Cloud-free", "Cloudy")]
+    cols = ["Cloudy", "Cloud-free", *methods, "WorldCover", *(f"Seg: {s}" for s in sources)]
+    fig = Figure(figsize=(2.2 * len(cols), 2.3 * len(samples) + 0.6), layout="constrained")
+    axes = fig.subplots(len(samples), len(cols), squeeze=False)
+    cmap = ListedColormap(LEVEL1_COLORS)
+    for r, s in enumerate(samples):
+        limits = stretch_limits(s["cloudfree"].numpy())
+        panels = [rgb_composite(s["cloudy"], limits), rgb_composite(s["cloudfree"], limits)]
+        panels += [rgb_composite(s["sources"][m][0], limits) for m in methods]
+        maps = [s["landcover"]] + [s["sources"][src][1] for src in sources]
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(panels):
+                ax.imshow(panels[c], interpolation="nearest")
+            else:
+                ax.imshow(np.asarray(maps[c - len(panels)]), cmap=cmap, vmin=-0.5, vmax=len(LEVEL1_COLORS) - 0.5,
+                          interpolation="nearest")
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+        axes[r][0].set_ylabel(f"{s['name']}\n{100 * s['cloud_cover']:.0f} % cloud", fontsize=8)
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="k", linewidth=0.3, label=n)
+                        for n, c in zip(LEVEL1_CLASSES, LEVEL1_COLORS)],
+               loc="outside lower center", ncol=len(LEVEL1_CLASSES), fontsize=8, frameon=False)
+    return fig

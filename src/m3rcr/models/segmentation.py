@@ -1,0 +1,101 @@
+"""Land-cover segmentation for the semantic evaluation (spec section 4.2): DeepLabv3+ with a ResNet-50
+encoder from segmentation-models-pytorch, 4-band input, the six level-1 classes (``unknown`` ignored).
+
+No weights are downloaded: the network starts from a random initialisation, or from a local weights
+file (a whole-model state dict, or an encoder state dict such as torchvision's ImageNet ResNet-50,
+whose 3-channel first convolution is adapted to 4 bands).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from m3rcr.errors import DataError
+from m3rcr.models.blocks import pad_to_multiple
+
+_SEGMENTATION: dict[str, type[nn.Module]] = {}
+
+
+def register_segmentation_model(name: str):
+    """Class decorator registering a segmentation network under ``name``."""
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        _SEGMENTATION[name] = cls
+        return cls
+    return wrap
+
+
+def create_segmentation_model(name: str, **config: Any) -> nn.Module:
+    """Build a registered segmentation network."""
+    if name not in _SEGMENTATION:
+        raise ValueError(f"unknown segmentation model {name!r}; known: {', '.join(sorted(_SEGMENTATION))}")
+    model = _SEGMENTATION[name](**config)
+    model.registry_name = name
+    return model
+
+
+def list_segmentation_models() -> list[str]:
+    """Names of the registered segmentation networks."""
+    return sorted(_SEGMENTATION)
+
+
+@register_segmentation_model("deeplabv3plus")
+class DeepLabV3PlusLandCover(nn.Module):
+    """DeepLabv3+ (smp) on (B, 4, H, W) reflectance -> (B, classes, H, W) logits, for any H and W
+    (padded by edge replication to a multiple of 16, the output stride, and cropped back).
+
+    Args:
+        encoder: smp encoder name (``resnet50``).
+        in_channels, classes: 4 bands, 6 level-1 classes (``unknown`` is not a class).
+        weights: optional local weights file (see the module docs); never downloaded.
+    """
+
+    task = "segmentation"
+
+    def __init__(self, encoder: str = "resnet50", in_channels: int = 4, classes: int = 6,
+                 weights: str | None = None) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        self.config: dict[str, Any] = {"encoder": encoder, "in_channels": in_channels, "classes": classes,
+                                       "weights": None}  # loaded weights end up in the state dict itself
+        self.net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
+                                     classes=classes)
+        if weights:
+            self.load_weights(weights)
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load a local whole-model or encoder state dict (``weights_only=True``)."""
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise DataError(path, "weights file not found") from None
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(path, f"cannot be read as a state dict ({type(exc).__name__}: {exc})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise DataError(path, "holds no state dict")
+        if any(k.startswith(("net.encoder.", "net.decoder.")) for k in state):
+            self.load_state_dict(state)
+            return
+        encoder = self.net.encoder
+        own = encoder.state_dict()
+        first = next(k for k in own if own[k].dim() == 4)  # the first convolution
+        if first in state and state[first].shape != own[first].shape and state[first].shape[1] == 3:
+            w = state[first]
+            cin = own[first].shape[1]
+            state = dict(state)
+            state[first] = torch.stack([w[:, i % 3] for i in range(cin)], dim=1) * (3 / cin)
+        matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+        if not matched:
+            raise DataError(path, "no tensor in it matches the encoder")
+        encoder.load_state_dict(matched, strict=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        x, _ = pad_to_multiple(image, 16)
+        return self.net(x)[..., :h, :w]

@@ -1,0 +1,135 @@
+"""m3rcr benchmark: a tiny version of configs/benchmark_demo.yaml end to end, and resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from m3rcr.benchmark import Benchmark, load_benchmark_config
+from m3rcr.cli import main
+from m3rcr.training.config import ConfigError
+
+TINY_ALIGNCR = ("model.config={features: 8, growth: 4, convs_per_block: 1, blocks: 1, num_heads: 2, war_blocks: 1, "
+                "head_channels: 16, deformable_groups: 2}")
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.crop_size=48",
+        "data.eval_crop_size=64"]
+
+
+def tiny_demo(tmp_path: Path, synth_root: Path, methods: list[str] | None = None) -> Path:
+    """configs/benchmark_demo.yaml with tiny models, a couple of steps each, and the shared synthetic set."""
+    config = yaml.safe_load(Path("configs/benchmark_demo.yaml").read_text())
+    config["data"] = {"root": str(synth_root), "split": "test", "crop": 96}
+    config["overrides"] = [*config["overrides"], *FAST]
+    tiny = {"McGAN": ["model.config={base_channels: 4}", "gan.discriminator_config={base_channels: 4}"],
+            "SpA-GAN": ["model.config={channels: 4}", "gan.discriminator_config={base_channels: 4}"],
+            "SAR-Opt-cGAN": ["model.config={base_channels: 4}", "gan.discriminator_config={base_channels: 4}"],
+            "DSen2-CR": ["model.config={features: 8, blocks: 1}"],
+            "GLF-CR": ["model.config={features: 8, growth: 4, layers_per_block: 1, blocks: 1, num_heads: 2, "
+                       "head_channels: 16}"]}
+    for m in config["methods"]:
+        if m.get("kind") != "cloudy":
+            m["overrides"] = tiny.get(m["name"], [TINY_ALIGNCR])
+    if methods is not None:
+        config["methods"] = [m for m in config["methods"] if m["name"] in methods]
+    config["segmentation"]["overrides"] = ["model.config={encoder: resnet18}", *FAST, "data.val_fraction=0"]
+    config["complexity"] = {"size": 64, "repeats": 1, "device": "cpu"}
+    config["evaluation"] = {"batch_size": 5, "device": "cpu", "figure_count": 2}
+    path = tmp_path / "benchmark.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_tiny_benchmark_demo_end_to_end(synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--config", str(tiny_demo(tmp_path, synth_root)), "--out", str(out)]) == 0
+    report = out / "report"
+    for name in ("report.md", "results.json", "tables.md", "table_per_class.csv", "table_per_bin.csv", "table_ndvi.csv",
+                 "table_semantic.md", "table_semantic.csv", "semantic.json", "table_complexity.md",
+                 "table_complexity.csv", "table_complexity.json", "fig_metrics_by_cloud_cover.png",
+                 "fig_qualitative.png", "fig_ndvi_by_cloud_cover.png", "fig_ndvi_density.png", "fig_semantic_gap.png",
+                 "fig_landcover_maps.png"):
+        assert (report / name).is_file(), name
+    results = json.loads((report / "results.json").read_text())
+    names = [m["name"] for m in yaml.safe_load(Path("configs/benchmark_demo.yaml").read_text())["methods"]]
+    assert results["methods"] == names and len(names) == 9  # the cloudy floor and all eight methods
+    assert set(results["image"]) == set(names)
+    assert set(results["semantic"]) == {"Cloud-free", *names}
+    assert set(results["complexity"]) == set(names) - {"Cloudy"}
+    assert results["complexity"]["Align-CR"]["registry_name"] == "aligncr"
+    md = (report / "report.md").read_text()
+    assert "Table II" in md and "Table III" in md and "Table IV" in md and "Table V" in md
+    # per-image results and predictions stay available for the user's own analysis
+    assert (out / "eval" / "align-cr" / "metrics.csv").is_file()
+    assert len(list((out / "eval" / "align-cr" / "predictions").glob("*.tif"))) == 5
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_killed_benchmark_resumes(synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Cloudy", "DSen2-CR", "Align-CR"]))
+    del config["segmentation"]
+    out = tmp_path / "bench"
+    calls: list[str] = []
+    original_train, original_eval = Benchmark.train_method, Benchmark.evaluate_method
+
+    def train(self, m):
+        calls.append(f"train:{m['name']}")
+        return original_train(self, m)
+
+    def evaluate(self, m):
+        calls.append(f"evaluate:{m['name']}")
+        if m["name"] == "Align-CR" and not (out / "killed").exists():
+            (out / "killed").write_text("")
+            raise KeyboardInterrupt  # the run is killed while evaluating the last method
+        return original_eval(self, m)
+
+    monkeypatch.setattr(Benchmark, "train_method", train)
+    monkeypatch.setattr(Benchmark, "evaluate_method", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        Benchmark(config, out, progress=lambda s: None).run()
+    assert calls == ["train:DSen2-CR", "train:Align-CR", "evaluate:Cloudy", "evaluate:DSen2-CR", "evaluate:Align-CR"]
+    calls.clear()
+    Benchmark(config, out, progress=lambda s: None).run()
+    assert calls == ["evaluate:Align-CR"]  # nothing finished is redone
+    assert (out / "report" / "report.md").is_file() and (out / "complexity" / "align-cr.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_interrupted_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
+    from m3rcr.training.config import load_config
+    from m3rcr.training.run import train
+
+    config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Align-CR"]))
+    del config["segmentation"]
+    config["overrides"] = [o for o in config["overrides"] if not o.startswith("trainer.max_epochs")]
+    config["methods"][0]["overrides"].append("trainer.max_epochs=2")
+    out = tmp_path / "bench"
+    run = out / "runs" / "align-cr"
+    # a first attempt stopped after one of its two epochs
+    train(load_config("configs/aligncr.yaml", [f"data.root={synth_root}", *config["overrides"],
+                                               *config["methods"][0]["overrides"], "trainer.max_epochs=1",
+                                               f"run.dir={run}"]))
+    Benchmark(config, out, progress=lambda s: None).run()
+    history = json.loads((run / "environment.json").read_text())
+    assert len(history) == 2  # resumed, not restarted
+    import torch
+
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["meta"]["epoch"] == 1
+
+
+def test_benchmark_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "b.yaml"
+    bad.write_text("data: {root: x}\nmethods: [{name: A, kind: train}]\n")
+    with pytest.raises(ConfigError, match="needs a training config or a checkpoint"):
+        load_benchmark_config(bad)
+    bad.write_text("data: {root: x}\nmethods: [{name: A, kind: cloudy}, {name: A, kind: cloudy}]\n")
+    with pytest.raises(ConfigError, match="distinct name"):
+        load_benchmark_config(bad)
+    bad.write_text("data: {root: x}\nmethods: [{name: A, kind: cloudy}]\nextra: 1\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_benchmark_config(bad)
+    for path in ("configs/benchmark.yaml", "configs/benchmark_demo.yaml"):
+        assert len(load_benchmark_config(path)["methods"]) == 9
