@@ -47,9 +47,9 @@ def test_tiny_benchmark_demo_end_to_end(synth_root: Path, tmp_path: Path) -> Non
     out = tmp_path / "bench"
     assert main(["benchmark", "--config", str(tiny_demo(tmp_path, synth_root)), "--out", str(out)]) == 0
     report = out / "report"
-    for name in ("report.md", "results.json", "tables.md", "table_per_class.csv", "table_per_bin.csv", "table_ndvi.csv",
-                 "table_semantic.md", "table_semantic.csv", "semantic.json", "table_complexity.md",
-                 "table_complexity.csv", "table_complexity.json", "fig_metrics_by_cloud_cover.png",
+    tables = [f"table_{t}.{ext}" for t in ("per_class", "per_bin", "ndvi", "semantic", "complexity")
+              for ext in ("md", "csv", "json")]
+    for name in ("report.md", "results.json", "tables.md", "semantic.json", *tables, "fig_metrics_by_cloud_cover.png",
                  "fig_qualitative.png", "fig_ndvi_by_cloud_cover.png", "fig_ndvi_density.png", "fig_semantic_gap.png",
                  "fig_landcover_maps.png"):
         assert (report / name).is_file(), name
@@ -98,26 +98,65 @@ def test_killed_benchmark_resumes(synth_root: Path, tmp_path: Path, monkeypatch:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_interrupted_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
-    from m3rcr.training.config import load_config
-    from m3rcr.training.run import train
+def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
+    """Kill a real benchmark process during a training; the next run continues that training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
 
     config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Align-CR"]))
     del config["segmentation"]
     config["overrides"] = [o for o in config["overrides"] if not o.startswith("trainer.max_epochs")]
-    config["methods"][0]["overrides"].append("trainer.max_epochs=2")
+    config["methods"][0]["overrides"].append("trainer.max_epochs=3")
+    path = tmp_path / "kill.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     out = tmp_path / "bench"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "m3rcr", "benchmark", "--config", str(path), "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=Path(__file__).resolve().parents[1])
+    state = out / "runs" / "align-cr" / "state" / "last.ckpt"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and torch.load(state, weights_only=True)["epoch"] < 2
+    Benchmark(load_benchmark_config(path), out, progress=lambda s: None).run()
     run = out / "runs" / "align-cr"
-    # a first attempt stopped after one of its two epochs
-    train(load_config("configs/aligncr.yaml", [f"data.root={synth_root}", *config["overrides"],
-                                               *config["methods"][0]["overrides"], "trainer.max_epochs=1",
-                                               f"run.dir={run}"]))
-    Benchmark(config, out, progress=lambda s: None).run()
-    history = json.loads((run / "environment.json").read_text())
-    assert len(history) == 2  # resumed, not restarted
-    import torch
+    assert len(json.loads((run / "environment.json").read_text())) == 2  # continued, not restarted
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["meta"]["epoch"] == 2
+    assert (out / "report" / "report.md").is_file()
 
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["meta"]["epoch"] == 1
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_changed_inputs_are_redone_and_never_mixed(synth_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Cloudy", "DSen2-CR"]))
+    del config["segmentation"]
+    out = tmp_path / "bench"
+    calls: list[str] = []
+    original_train, original_eval = Benchmark.train_method, Benchmark.evaluate_method
+    monkeypatch.setattr(Benchmark, "train_method", lambda self, m: (calls.append(f"train:{m['name']}"),
+                                                                    original_train(self, m))[1])
+    monkeypatch.setattr(Benchmark, "evaluate_method", lambda self, m: (calls.append(f"evaluate:{m['name']}"),
+                                                                       original_eval(self, m))[1])
+    Benchmark(config, out, progress=lambda s: None).run()
+    calls.clear()
+    config["data"]["crop"] = 64  # other images: every evaluation is redone, nothing is retrained
+    Benchmark(config, out, progress=lambda s: None).run()
+    assert calls == ["evaluate:Cloudy", "evaluate:DSen2-CR"]
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert all(json.loads((out / "eval" / d / "metrics.json").read_text())["crop_size"] == [64, 64]
+               for d in ("cloudy", "dsen2-cr")) and set(results["image"]) == {"Cloudy", "DSen2-CR"}
+    calls.clear()
+    config["methods"][1]["overrides"] = [*config["methods"][1]["overrides"], "optim.lr=0.002"]
+    Benchmark(config, out, progress=lambda s: None).run()  # a changed recipe retrains that method only
+    assert calls == ["train:DSen2-CR", "evaluate:DSen2-CR"]
 
 
 def test_benchmark_config_errors(tmp_path: Path) -> None:

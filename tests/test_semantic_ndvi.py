@@ -74,8 +74,9 @@ def test_default_segmentation_model_and_local_weights(tmp_path: Path) -> None:
     resnet = torchvision.models.resnet50(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
     loaded = create_segmentation_model("deeplabv3plus", weights=str(tmp_path / "resnet50.pth"))
-    w = resnet.state_dict()["conv1.weight"]
-    torch.testing.assert_close(loaded.net.encoder.conv1.weight[:, :3], w * 3 / 4)
+    w = resnet.state_dict()["conv1.weight"]  # ImageNet order (R, G, B); ours (B, G, R, NIR)
+    expected = torch.stack([w[:, 2], w[:, 1], w[:, 0], w.mean(dim=1)], dim=1) * 3 / 4
+    torch.testing.assert_close(loaded.net.encoder.conv1.weight, expected)
     torch.testing.assert_close(loaded.net.encoder.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
     (tmp_path / "bad.pth").write_bytes(b"nope")
     with pytest.raises(DataError, match="cannot be read as a state dict"):
@@ -92,7 +93,7 @@ def test_segmentation_learns_and_scores_cloud_free_above_cloudy(synth_root: Path
                  "optim.lr=1e-3", "schedule.kind=constant", "trainer.enable_model_summary=false"]) == 0
     out = tmp_path / "sem"
     assert main(["seg", "evaluate", "--checkpoint", str(run / "checkpoints" / "best.ckpt"), "--data", str(synth_root),
-                 "--split", "train", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+                 "--split", "test", "--out", str(out), "--device", "cpu", "--quiet"]) == 0  # unseen AOIs
     r = json.loads((out / "semantic.json").read_text())
     assert r["Cloud-free"]["overall"]["miou"] > r["Cloudy"]["overall"]["miou"] + 10
     assert r["Cloud-free"]["overall"]["pa"] > r["Cloudy"]["overall"]["pa"]
@@ -108,4 +109,15 @@ def test_ndvi_stays_bounded_for_negative_predictions() -> None:
     img[0, 2, 0] = torch.tensor([-0.01, 0.02, -0.5])  # red
     img[0, 3, 0] = torch.tensor([0.011, -0.01, 0.3])  # NIR
     values = ndvi(img)[0, 0]
-    assert values.tolist() == pytest.approx([1.0, -1.0, 1.0])  # clipped to [0, 1] reflectance first
+    assert values.tolist() == pytest.approx([1.0, -1.0, 1.0])  # negative reflectance set to 0 first
+    bright = torch.zeros(1, 4, 1, 1)
+    bright[0, 2], bright[0, 3] = 1.05, 1.5  # above 1 is kept: (1.5 - 1.05) / 2.55
+    assert ndvi(bright).item() == pytest.approx(0.45 / 2.55)
+
+
+def test_ndvi_levels_of_float32_reflectance_on_the_edges() -> None:
+    """DN pairs whose NDVI is exactly an edge land in the upper level despite float32 rounding."""
+    img = torch.zeros(1, 4, 1, 2)
+    img[0, 2, 0] = torch.tensor([900, 3000]) / 10000  # red
+    img[0, 3, 0] = torch.tensor([1100, 7000]) / 10000  # NIR: NDVI 0.1 and 0.4
+    assert ndvi_levels(ndvi(img)).tolist() == [[[2, 3]]]

@@ -146,3 +146,30 @@ def test_without_validation_best_is_last(synth_root: Path, tmp_path: Path) -> No
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert best["meta"]["best_by"] == "last epoch"
     assert all(torch.equal(best["state_dict"][k], last["state_dict"][k]) for k in last["state_dict"])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_killed_training_resumes_from_its_last_epoch(synth_root: Path, tmp_path: Path) -> None:
+    """Kill a real training process once its first epoch is saved; the resumed run ends exactly like one
+    that was never interrupted."""
+    import signal
+    import time
+
+    args = tiny(synth_root, tmp_path / "killed", "trainer.max_epochs=3", "data.num_workers=0")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "m3rcr", "train", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+    state = tmp_path / "killed" / "state" / "last.ckpt"
+    deadline = time.time() + 240
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists()
+    saved_epoch = torch.load(state, weights_only=True)["epoch"]
+    assert saved_epoch < 2  # killed before the end
+    train(resume=tmp_path / "killed")
+    train(load_config(None, tiny(synth_root, tmp_path / "straight", "trainer.max_epochs=3", "data.num_workers=0")))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

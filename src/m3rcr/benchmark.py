@@ -25,9 +25,12 @@ The output folder::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,7 +75,33 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: method {m['name']!r} needs a training config or a checkpoint")
     if not (config.get("data") or {}).get("root"):
         raise ConfigError(f"{path}: data.root is required")
+    for entry in [*methods, config.get("segmentation") or {}]:
+        for key in ("config", "checkpoint"):
+            if entry.get(key):
+                entry[key] = str(_resolve(entry[key], path, key))
     return config
+
+
+def _resolve(value: str, config_file: Path, what: str) -> Path:
+    """A path from a benchmark configuration: as given (relative to the working directory), else relative
+    to the configuration's folder or the folder above it (where ``configs/`` usually lives)."""
+    candidates = [Path(value), config_file.parent / value, config_file.parent.parent / value]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise ConfigError(f"{config_file}: {what} {value!r} not found (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of JSON-able parts, to tell whether a finished step's inputs have changed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_hash(path: str | Path | None) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
 
 
 class Benchmark:
@@ -83,7 +112,11 @@ class Benchmark:
         self.out = Path(out)
         self.log = progress
         self.state_path = self.out / STATE_FILE
-        self.done: list[str] = json.loads(self.state_path.read_text())["done"] if self.state_path.is_file() else []
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        # step -> fingerprint of its inputs; a step is done only if its inputs have not changed since
+        self.done: dict[str, str] = state.get("done", {}) if isinstance(state.get("done"), dict) else {}
+        self.started: dict[str, str] = state.get("started", {})
+        self.fingerprints: dict[str, str] = {}
         data = config["data"]
         self.root = Path(data["root"])
         self.split = data.get("split", "test")
@@ -93,22 +126,27 @@ class Benchmark:
         self.device = ev.get("device", "auto")
         self.figure_count = int(ev.get("figure_count", 4))
         self.sar_mode = ev.get("sar_mode", "nearest")
+        self._resumable: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ bookkeeping
-    def _finish(self, step: str) -> None:
-        self.done.append(step)
+    def _save_state(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_path) as tmp:
-            tmp.write_text(json.dumps({"done": self.done}, indent=1))
+            tmp.write_text(json.dumps({"done": self.done, "started": self.started}, indent=1))
 
-    def step(self, name: str, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` unless step ``name`` finished in an earlier run."""
-        if name in self.done:
+    def step(self, name: str, fp: str, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` unless step ``name`` finished in an earlier run with the same inputs (``fp``)."""
+        self.fingerprints[name] = fp
+        if self.done.get(name) == fp:
             self.log(f"[benchmark] {name}: done earlier, skipped")
             return
-        self.log(f"[benchmark] {name}")
+        self.log(f"[benchmark] {name}" + (" (inputs changed: redone)" if name in self.done else ""))
+        self.done.pop(name, None)
+        self.started[name] = fp
+        self._save_state()
         fn()
-        self._finish(name)
+        self.done[name] = fp
+        self._save_state()
 
     def _device(self):
         import torch
@@ -126,24 +164,41 @@ class Benchmark:
             generate_dataset(self.root, int(synth.get("train", 24)), int(synth.get("test", 8)),
                              seed=int(synth.get("seed", 0)))
 
-    def _train(self, config_path: str, overrides: list[str], run_dir: Path) -> Path:
+    def _overrides(self, overrides: list[str], run_dir: Path) -> list[str]:
+        return [f"data.root={self.root}", *(self.config.get("overrides") or []), *overrides, f"run.dir={run_dir}"]
+
+    def _train_fp(self, config_path: str, overrides: list[str]) -> str:
+        return fingerprint("train", config_path, _file_hash(config_path), self._overrides(overrides, Path("RUN")))
+
+    def _train(self, step: str, config_path: str, overrides: list[str], run_dir: Path) -> None:
+        """Train, or continue a run this same step started and did not finish (same inputs)."""
         from m3rcr.training.config import load_config
         from m3rcr.training.run import STATE, train
 
-        all_overrides = [f"data.root={self.root}", *(self.config.get("overrides") or []), *overrides,
-                         f"run.dir={run_dir}"]
-        if (run_dir / STATE).is_file():  # interrupted earlier: continue that run to its configured length
-            return train(resume=run_dir, overrides=all_overrides)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a start that never saved a state
-        return train(load_config(config_path, all_overrides))
+        all_overrides = self._overrides(overrides, run_dir)
+        resume = (run_dir / STATE).is_file() and self._resumable.get(step, False)
+        if not resume and run_dir.exists():
+            shutil.rmtree(run_dir)  # another configuration's run, or a start that never saved a state
+        config = load_config(run_dir / "config.yaml" if resume else config_path, all_overrides)
+        if _processes(config) > 1:
+            # Lightning's DDP launcher starts the extra processes by re-running the command line: run the
+            # training as its own command, so that only it (not the whole benchmark) is repeated
+            cmd = [sys.executable, "-m", "m3rcr", "train"]
+            cmd += ["--resume", str(run_dir)] if resume else ["--config", config_path]
+            if subprocess.run([*cmd, *all_overrides], check=False).returncode != 0:
+                raise RuntimeError(f"training {run_dir} failed (see its output above)")
+        elif resume:
+            train(resume=run_dir, overrides=all_overrides)
+        else:
+            train(config)
 
     def checkpoint_of(self, method: dict[str, Any]) -> Path:
         return Path(method["checkpoint"]) if method.get("checkpoint") else \
             self.out / "runs" / slug(method["name"]) / "checkpoints" / "best.ckpt"
 
     def train_method(self, method: dict[str, Any]) -> None:
-        self._train(method["config"], list(method.get("overrides") or []), self.out / "runs" / slug(method["name"]))
+        self._train(f"train:{slug(method['name'])}", method["config"], list(method.get("overrides") or []),
+                    self.out / "runs" / slug(method["name"]))
 
     def _dataset(self):
         from m3rcr.data import M3RCRDataset
@@ -192,18 +247,17 @@ class Benchmark:
 
     def train_segmentation(self) -> None:
         seg = self.config["segmentation"]
-        self._train(seg["config"], list(seg.get("overrides") or []), self.out / "runs" / "segmentation")
+        self._train("train:segmentation", seg["config"], list(seg.get("overrides") or []),
+                    self.out / "runs" / "segmentation")
 
     def semantic(self) -> None:
         from m3rcr.evaluation.semantic import predictions_source, semantic_evaluate
         from m3rcr.models import load_segmentation_model
 
         device = self._device()
-        sources: dict[str, Any] = {"Cloud-free": lambda b: b["cloudfree"]}
+        sources: dict[str, Any] = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
         for m in self.config["methods"]:
-            if m.get("kind") == "cloudy":
-                sources[m["name"]] = lambda b: b["cloudy"]
-            else:
+            if m.get("kind") != "cloudy":  # the cloudy floor is always the 'Cloudy' row
                 sources[m["name"]] = predictions_source(self.out / "eval" / slug(m["name"]) / "predictions")
         semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self._dataset(),
                           sources, self.out / "semantic", batch_size=self.batch_size, device=device,
@@ -216,23 +270,67 @@ class Benchmark:
 
     # ------------------------------------------------------------------ the whole run
     def run(self) -> Path:
-        """Every step in order; finished steps of an earlier run are skipped."""
+        """Every step in order; steps an earlier run finished with the same inputs are skipped."""
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "benchmark_config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        self.step("data", self.make_data)
+        data = self.config["data"]
+        self.step("data", fingerprint("data", str(self.root), data.get("synth")), self.make_data)
+        eval_inputs = (str(self.root), self.split, self.crop, self.sar_mode)
         methods = self.config["methods"]
-        trained = [m for m in methods if m.get("kind", "train") == "train"]
-        for m in trained:
-            if not m.get("checkpoint"):
-                self.step(f"train:{slug(m['name'])}", lambda m=m: self.train_method(m))
+        source_fps: dict[str, str] = {}
         for m in methods:
-            self.step(f"evaluate:{slug(m['name'])}", lambda m=m: self.evaluate_method(m))
-        for m in trained:
-            self.step(f"complexity:{slug(m['name'])}", lambda m=m: self.complexity(m))
-        if self.config.get("segmentation"):
-            if not self.config["segmentation"].get("checkpoint"):
-                self.step("train:segmentation", self.train_segmentation)
-            self.step("semantic", self.semantic)
+            name = slug(m["name"])
+            if m.get("kind") == "cloudy":
+                source_fps[name] = fingerprint("cloudy")
+            elif m.get("checkpoint"):
+                source_fps[name] = fingerprint("checkpoint", m["checkpoint"], _file_hash(m["checkpoint"]))
+            else:
+                fp = self._train_fp(m["config"], list(m.get("overrides") or []))
+                self._resumable[f"train:{name}"] = self.started.get(f"train:{name}") == fp
+                self.step(f"train:{name}", fp, lambda m=m: self.train_method(m))
+                source_fps[name] = fp
+        for m in methods:
+            name = slug(m["name"])
+            self.step(f"evaluate:{name}", fingerprint("evaluate", source_fps[name], *eval_inputs),
+                      lambda m=m: self.evaluate_method(m))
+        cfg = self.config.get("complexity") or {}
+        for m in methods:
+            if m.get("kind", "train") == "train":
+                name = slug(m["name"])
+                self.step(f"complexity:{name}", fingerprint("complexity", source_fps[name], cfg),
+                          lambda m=m: self.complexity(m))
+        seg = self.config.get("segmentation")
+        if seg:
+            if seg.get("checkpoint"):
+                seg_fp = fingerprint("checkpoint", seg["checkpoint"], _file_hash(seg["checkpoint"]))
+            else:
+                seg_fp = self._train_fp(seg["config"], list(seg.get("overrides") or []))
+                self._resumable["train:segmentation"] = self.started.get("train:segmentation") == seg_fp
+                self.step("train:segmentation", seg_fp, self.train_segmentation)
+            self.step("semantic", fingerprint("semantic", seg_fp, source_fps, *eval_inputs), self.semantic)
         self.report()  # always rewritten: cheap, and reflects every finished step
         return self.out
+
+
+def _processes(config: dict[str, Any]) -> int:
+    """How many training processes a configuration asks for (devices x nodes)."""
+    trainer = config.get("trainer") or {}
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, list | tuple):
+        n = len(devices)
+    elif isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        n = int(devices) if int(devices) > 0 else _visible_gpus(trainer)
+    elif devices in ("auto", -1):
+        n = _visible_gpus(trainer)
+    else:
+        n = int(devices)
+    return max(n, 1) * int(trainer.get("num_nodes", 1) or 1)
+
+
+def _visible_gpus(trainer: dict[str, Any]) -> int:
+    import torch
+
+    if trainer.get("accelerator") == "cpu" or not torch.cuda.is_available():
+        return 1
+    return torch.cuda.device_count()

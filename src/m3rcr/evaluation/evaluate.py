@@ -31,7 +31,7 @@ from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
 from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
 from m3rcr.reports.figures import metrics_by_cloud_cover, ndvi_by_cloud_cover, ndvi_density, qualitative_grid
-from m3rcr.reports.tables import csv_text, markdown_report, table_ndvi, table_per_bin, table_per_class
+from m3rcr.reports.tables import markdown_report, table_ndvi, table_per_bin, table_per_class, write_table
 from m3rcr.utils.files import atomic_path
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
@@ -76,13 +76,11 @@ def write_prediction(path: Path, prediction: torch.Tensor, crs: str, transform: 
             dst.descriptions = ("blue", "green", "red", "nir")
 
 
-def _pick_samples(records: Sequence[Any], names: Sequence[str] | None, count: int) -> list[str]:
-    """The requested names, or ``count`` images spread over the cloud-cover bins."""
-    if names:
-        return list(names)
+def spread_over_bins(images: Sequence[tuple[str, float]], count: int) -> list[str]:
+    """Names of ``count`` images, taken from the cloud-cover bins in turn, from (name, cloud cover) pairs."""
     by_bin: dict[int, list[str]] = {}
-    for r in records:
-        by_bin.setdefault(cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0)), []).append(r.name)
+    for name, cover in images:
+        by_bin.setdefault(cloud_cover_bin(min(max(cover, 0.0), 1.0)), []).append(name)
     picked: list[str] = []
     while len(picked) < count and any(by_bin.values()):
         for b in sorted(by_bin):
@@ -119,10 +117,11 @@ def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]],
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "tables.md") as tmp:
         tmp.write_text(markdown_report(results))
-    for name, table in (("table_per_class.csv", table_per_class(results)), ("table_per_bin.csv", table_per_bin(results)),
-                        ("table_ndvi.csv", table_ndvi(results))):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(csv_text(*table))
+    for stem, title, table in (
+            ("table_per_class", "Table II (a): overall and per land-cover class", table_per_class(results)),
+            ("table_per_bin", "Table II (b): per cloud-cover level", table_per_bin(results)),
+            ("table_ndvi", "Table IV: NDVI agreement", table_ndvi(results))):
+        write_table(out, stem, title, *table)
     figures = {"fig_metrics_by_cloud_cover.png": metrics_by_cloud_cover(results),
                "fig_ndvi_by_cloud_cover.png": ndvi_by_cloud_cover(results)}
     if histograms:
@@ -189,7 +188,9 @@ def evaluate(
     }
     hist = acc.ndvi_hist.cpu().numpy() if acc.ndvi_hist is not None else None
     write_outputs(out, method, summary, acc.records, info, hist)
-    names = [n for n in _pick_samples(acc.records, figure_names, figure_count) if n in kept]
+    picked = list(figure_names) if figure_names else spread_over_bins(
+        [(r.name, r.cloud_cover) for r in acc.records], figure_count)
+    names = [n for n in picked if n in kept]
     if names:
         fig = qualitative_grid([kept[n][0] for n in names], {method: [kept[n][1] for n in names]})
         with atomic_path(out / "fig_qualitative.png") as tmp:
@@ -236,14 +237,15 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
         first = results[next(iter(with_predictions))]
         ds = M3RCRDataset(first["data"], first["split"], sar_mode=first.get("sar_mode", "nearest"),
                           crop_size=first.get("crop_size"), crop="center")
-        common = [n for n in ds.names if all((p / f"{n}.tif").is_file() for p in with_predictions.values())]
-        records = [_Record(n, 0.0) for n in common]
-        index = {n: i for i, n in enumerate(ds.names)}
-        samples = {n: ds[index[n]] for n in common}
-        for r in records:
-            r.cloud_cover = samples[r.name]["cloud_cover"]
-        picked = _pick_samples(records, None, figure_count)
+        label = next(iter(with_predictions))
+        with open(with_predictions[label].parent / "metrics.csv") as fh:  # cloud cover without reading images
+            covers = {row["name"]: float(row["cloud_cover"]) for row in csv.DictReader(fh)}
+        common = [(n, covers[n]) for n in ds.names
+                  if n in covers and all((p / f"{n}.tif").is_file() for p in with_predictions.values())]
+        picked = spread_over_bins(common, figure_count)
         if picked:
+            index = {n: i for i, n in enumerate(ds.names)}
+            samples = {n: ds[index[n]] for n in picked}
             fig = qualitative_grid([samples[n] for n in picked],
                                    {m: [read_prediction(p / f"{n}.tif") for n in picked]
                                     for m, p in with_predictions.items()})
@@ -251,7 +253,3 @@ def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str]
                 fig.savefig(tmp, dpi=90)
     return results
 
-
-class _Record:
-    def __init__(self, name: str, cloud_cover: float) -> None:
-        self.name, self.cloud_cover = name, cloud_cover

@@ -19,20 +19,23 @@ HIST_BINS = 200
 def ndvi(image: torch.Tensor) -> torch.Tensor:
     """(NIR - red) / (NIR + red) of (B, 4, H, W) images -> (B, H, W) in [-1, 1]; 0 where NIR + red = 0.
 
-    Reflectance is clipped to [0, 1] first: a prediction's (unphysical) negative values would otherwise
-    make the ratio unbounded near NIR + red = 0.
+    Negative reflectance (which a prediction may contain) is set to 0 first: it would otherwise make the
+    ratio unbounded near NIR + red = 0. Computed and returned in float64.
     """
-    red, nir = image[:, RED].double().clamp(0, 1), image[:, NIR].double().clamp(0, 1)
+    red, nir = image[:, RED].double().clamp(min=0), image[:, NIR].double().clamp(min=0)
     total = nir + red
-    out = torch.where(total != 0, (nir - red) / torch.where(total != 0, total, torch.ones_like(total)),
-                      torch.zeros_like(total))
-    return out.to(image.dtype)
+    return torch.where(total != 0, (nir - red) / torch.where(total != 0, total, torch.ones_like(total)),
+                       torch.zeros_like(total))
 
 
 def ndvi_levels(values: torch.Tensor) -> torch.Tensor:
-    """Level index 0..4 of each NDVI value (edges belong to the upper level)."""
-    edges = torch.tensor(LEVEL_EDGES, dtype=values.dtype, device=values.device)
-    return torch.bucketize(values, edges, right=True)
+    """Level index 0..4 of each NDVI value (edges belong to the upper level).
+
+    Values are rounded to 1e-6 first: float32 reflectance puts a ratio such as 1100 / 900 DN about
+    2e-8 below its edge (0.1), which would otherwise land it one level too low.
+    """
+    edges = torch.tensor(LEVEL_EDGES, dtype=torch.float64, device=values.device)
+    return torch.bucketize(torch.round(values.double() * 1e6) / 1e6, edges, right=True)
 
 
 def level_confusion(pred_ndvi: torch.Tensor, ref_ndvi: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from m3rcr.data.preprocess import (
 )
 from m3rcr.evaluation.confusion import confusion_matrix, iou_per_class, miou, pixel_accuracy
 from m3rcr.reports.figures import outside_legend
-from m3rcr.reports.tables import csv_text, markdown_table
+from m3rcr.reports.tables import write_table
 from m3rcr.utils.files import atomic_path
 
 #: An image source: takes a batch (on the device) and returns (B, 4, H, W) reflectance in [0, 1].
@@ -89,6 +89,7 @@ def semantic_evaluate(
     if unknown:
         raise ValueError(f"no sample named {', '.join(unknown)} in split {dataset.split!r}")
     kept: list[dict[str, Any]] = []
+    kept_per_bin: dict[str, int] = {}
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="semantic", unit="batch",
                       disable=not progress):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) and k != "transform" else v for k, v in batch.items()}
@@ -105,8 +106,11 @@ def semantic_evaluate(
                 cms[name]["all"] += cm
                 cms[name][b] += cm
         for i, name in enumerate(batch["name"]):
-            wanted = name in (figure_names or []) or (not figure_names and len(kept) < figure_count)
+            b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))]
+            # without names: candidates from every cloud-cover bin, picked from below
+            wanted = name in (figure_names or []) or (not figure_names and kept_per_bin.get(b, 0) < figure_count)
             if wanted:
+                kept_per_bin[b] = kept_per_bin.get(b, 0) + 1
                 kept.append({"name": name, "cloud_cover": float(batch["cloud_cover"][i]),
                              "landcover": target[i].cpu(), "cloudfree": batch["cloudfree"][i].cpu(),
                              "cloudy": batch["cloudy"][i].cpu(),
@@ -120,6 +124,11 @@ def semantic_evaluate(
         for s, c in cms.items()
     }
     write_semantic_outputs(out, results)
+    if kept and not figure_names:  # spread over the bins: one per bin in turn, as Fig. 4 does
+        from m3rcr.evaluation.evaluate import spread_over_bins
+
+        by_name = {k["name"]: k for k in kept}
+        kept = [by_name[n] for n in spread_over_bins([(k["name"], k["cloud_cover"]) for k in kept], figure_count)]
     if kept:
         with atomic_path(out / "fig_landcover_maps.png") as tmp:
             landcover_maps(kept).savefig(tmp, dpi=90)
@@ -147,13 +156,9 @@ def write_semantic_outputs(out: Path, results: Mapping[str, Mapping[str, Any]]) 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "semantic.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
-    header, rows = table_semantic(results)
-    with atomic_path(out / "table_semantic.md") as tmp:
-        tmp.write_text("# Semantic recovery (Table III)\n\nDeepLabv3+ land-cover segmentation of each image source "
-                       "against the level-1 WorldCover labels ('unknown' ignored); mIoU and pixel accuracy in "
-                       "percent from one confusion matrix per set or bin.\n\n" + markdown_table(header, rows))
-    with atomic_path(out / "table_semantic.csv") as tmp:
-        tmp.write_text(csv_text(header, rows))
+    write_table(out, "table_semantic", "Semantic recovery (Table III)\n\nDeepLabv3+ land-cover segmentation of each "
+                "image source against the level-1 WorldCover labels ('unknown' ignored); mIoU and pixel accuracy "
+                "in percent from one confusion matrix per set or bin.", *table_semantic(results))
     if "Cloud-free" in results:
         with atomic_path(out / "fig_semantic_gap.png") as tmp:
             semantic_gap(results).savefig(tmp, dpi=110)

@@ -3,7 +3,7 @@ encoder from segmentation-models-pytorch, 4-band input, the six level-1 classes 
 
 No weights are downloaded: the network starts from a random initialisation, or from a local weights
 file (a whole-model state dict, or an encoder state dict such as torchvision's ImageNet ResNet-50,
-whose 3-channel first convolution is adapted to 4 bands).
+whose (R, G, B) first convolution is mapped onto the (B, G, R, NIR) bands).
 """
 
 from __future__ import annotations
@@ -86,10 +86,13 @@ class DeepLabV3PlusLandCover(nn.Module):
         own = encoder.state_dict()
         first = next(k for k in own if own[k].dim() == 4)  # the first convolution
         if first in state and state[first].shape != own[first].shape and state[first].shape[1] == 3:
+            # ImageNet filters are (R, G, B); our bands are (B, G, R, NIR): match the colours, give NIR
+            # their mean, and rescale so that the summed response keeps its size
             w = state[first]
             cin = own[first].shape[1]
+            bands = [w[:, 2], w[:, 1], w[:, 0]] + [w.mean(dim=1)] * (cin - 3)
             state = dict(state)
-            state[first] = torch.stack([w[:, i % 3] for i in range(cin)], dim=1) * (3 / cin)
+            state[first] = torch.stack(bands[:cin], dim=1) * (3 / cin)
         matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
         if not matched:
             raise DataError(path, "no tensor in it matches the encoder")

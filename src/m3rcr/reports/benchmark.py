@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from m3rcr.reports.tables import csv_text, markdown_table
+from m3rcr.reports.tables import write_table
 from m3rcr.utils.files import atomic_path
 
 if TYPE_CHECKING:
@@ -38,8 +38,11 @@ def write_report(bench: Benchmark) -> Path:
 
     out = bench.out / "report"
     out.mkdir(parents=True, exist_ok=True)
+    def current(step: str) -> bool:  # finished, with the inputs of this configuration
+        return step in bench.fingerprints and bench.done.get(step) == bench.fingerprints[step]
+
     methods = [m["name"] for m in bench.config["methods"]]
-    evaluated = [m for m in methods if (bench.out / "eval" / slug(m) / "metrics.json").is_file()]
+    evaluated = [m for m in methods if current(f"evaluate:{slug(m)}")]
     results: dict[str, Any] = {"methods": methods, "image": {}, "semantic": None, "complexity": {}}
     sections = ["# Benchmark report", "", f"Data: `{bench.root}`, split `{bench.split}`, "
                 f"{'whole tiles' if not bench.crop else f'centred {bench.crop} x {bench.crop} crops'}.", ""]
@@ -54,9 +57,9 @@ def write_report(bench: Benchmark) -> Path:
                      "![NDVI per cloud-cover level (Fig. 9)](fig_ndvi_by_cloud_cover.png)", "",
                      "![Predicted vs reference NDVI (Fig. 8)](fig_ndvi_density.png)", ""]
     semantic = bench.out / "semantic"
-    if (semantic / "semantic.json").is_file():
-        for name in ("semantic.json", "table_semantic.md", "table_semantic.csv", "fig_semantic_gap.png",
-                     "fig_landcover_maps.png"):
+    if current("semantic"):
+        for name in ("semantic.json", "table_semantic.md", "table_semantic.csv", "table_semantic.json",
+                     "fig_semantic_gap.png", "fig_landcover_maps.png"):
             if (semantic / name).is_file():
                 shutil.copyfile(semantic / name, out / name)
         results["semantic"] = json.loads((semantic / "semantic.json").read_text())
@@ -65,21 +68,18 @@ def write_report(bench: Benchmark) -> Path:
                      "![Land-cover maps (Fig. 7)](fig_landcover_maps.png)", ""]
     for m in methods:
         path = bench.out / "complexity" / f"{slug(m)}.json"
-        if path.is_file():
+        if current(f"complexity:{slug(m)}"):
             results["complexity"][m] = json.loads(path.read_text())
     if results["complexity"]:
         header, rows = table_complexity(results["complexity"])
-        with atomic_path(out / "table_complexity.csv") as tmp:
-            tmp.write_text(csv_text(header, rows))
-        with atomic_path(out / "table_complexity.json") as tmp:
-            tmp.write_text(json.dumps(results["complexity"], indent=1))
-        table = ("## Complexity (Table V)\n\nParameters and MACs counted with PyTorch's flop counter (deformable "
+        title = ("Complexity (Table V)\n\nParameters and MACs counted with PyTorch's flop counter (deformable "
                  "convolutions and attention matmuls included); latency: median forward time at batch 1. The "
-                 "paper's figures come from thop on an RTX 3090.\n\n" + markdown_table(header, rows))
-        with atomic_path(out / "table_complexity.md") as tmp:
-            tmp.write_text(table)
-        sections += [table, ""]
-    pending = [s for s in ("evaluate", "semantic") if not any(d.startswith(s) for d in bench.done)]
+                 "paper's figures come from thop on an RTX 3090.")
+        write_table(out, "table_complexity", title, header, rows)
+        sections += ["#" + (out / "table_complexity.md").read_text(), ""]
+    pending = [m for m in methods if m not in evaluated]
+    if bench.config.get("segmentation") and not current("semantic"):
+        pending.append("semantic evaluation")
     if pending:
         sections += [f"_Not finished yet: {', '.join(pending)}._", ""]
     sections += ["Per-image results: `../eval/<method>/metrics.csv`; predictions: `../eval/<method>/predictions/`.", ""]

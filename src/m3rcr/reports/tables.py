@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES
@@ -86,3 +87,15 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def write_table(out: Path, stem: str, title: str, header: list[str], rows: list[list[str]]) -> None:
+    """One table as ``stem.md`` (with a title), ``stem.csv`` and ``stem.json`` (a list of row objects)."""
+    import json
+
+    from m3rcr.utils.files import atomic_path
+
+    for suffix, text in ((".md", f"# {title}\n\n{markdown_table(header, rows)}"), (".csv", csv_text(header, rows)),
+                         (".json", json.dumps([dict(zip(header, r)) for r in rows], indent=1))):
+        with atomic_path(out / f"{stem}{suffix}") as tmp:
+            tmp.write_text(text)

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from m3rcr.models.checkpoint import save_checkpoint
 
@@ -32,11 +32,12 @@ class ExportCheckpoints(Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # reading the metrics synchronises values logged with sync_dist: every rank must take part
+        value = trainer.callback_metrics.get(self.monitor)
         if not trainer.is_global_zero:
             return
         extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
         save_checkpoint(pl_module.net, self.dirpath / "last.ckpt", extra=extra)
-        value = trainer.callback_metrics.get(self.monitor)
         if value is None:  # no validation data: the latest model is the best we know
             save_checkpoint(pl_module.net, self.dirpath / "best.ckpt", extra={**extra, "best_by": "last epoch"})
             return
@@ -80,3 +81,34 @@ class RNGState(Callback):
         random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class SaveTrainingState(Checkpoint):
+    """Write the full training state (``trainer.save_checkpoint``) to ``path`` after every epoch, and every
+    ``every_n_steps`` optimiser steps if given, atomically: a killed run leaves the previous state intact.
+
+    Saved in ``on_train_epoch_end``, after the epoch's validation, so a resumed run starts the next epoch;
+    as a :class:`~lightning.pytorch.callbacks.Checkpoint`, Lightning runs it after the module's own
+    epoch-end hook (where the GAN trainer steps its schedulers), so the saved state includes that.
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int | None = None) -> None:
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state; every rank takes part, rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+        trainer.strategy.barrier("m3rcr-save-state")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)

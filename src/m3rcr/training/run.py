@@ -24,13 +24,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from m3rcr.data.datamodule import M3RCRDataModule
-from m3rcr.training.callbacks import ExportCheckpoints, RNGState
+from m3rcr.training.callbacks import ExportCheckpoints, RNGState, SaveTrainingState
 from m3rcr.training.config import ConfigError, dump, load_config
 from m3rcr.training.module import CloudRemovalModule, GANModule, SegmentationModule
 from m3rcr.utils.files import atomic_path
@@ -90,11 +90,9 @@ def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.T
         tcfg.pop("gradient_clip_val", None)  # manual optimisation: the GAN module clips itself
     if strategy is not None:
         tcfg["strategy"] = strategy
-    every = config["run"].get("checkpoint_every_n_steps")
-    state_ckpt = ModelCheckpoint(dirpath=run_dir / STATE.parent, save_top_k=0, save_last=True,
-                                 every_n_train_steps=every)
+    state = SaveTrainingState(run_dir / STATE, config["run"].get("checkpoint_every_n_steps"))
     monitor = "val/miou" if config.get("task") == "segmentation" else "val/psnr"
-    callbacks = [state_ckpt, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
+    callbacks = [state, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
                  LearningRateMonitor(logging_interval="epoch")]
     loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
