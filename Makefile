@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	rm -rf $(DEMO)/runs $(DEMO)/eval $(DEMO)/report
+	rm -rf $(DEMO)/runs $(DEMO)/eval $(DEMO)/report $(DEMO)/scene
 	$(M3RCR) synth $(DEMO)/data --train 24 --test 8 --seed 0 --overwrite
 	$(M3RCR) info --data $(DEMO)/data --split test --check
 	$(M3RCR) show --data $(DEMO)/data --split test --index 0 1 2 3 --out $(DEMO)/samples
@@ -42,6 +42,10 @@ demo: install
 	  --data $(DEMO)/data --split test --out $(DEMO)/eval/aligncr_small --save-predictions --device cpu --quiet
 	$(M3RCR) evaluate --method cloudy --name Cloudy --data $(DEMO)/data --split test --out $(DEMO)/eval/cloudy --quiet
 	$(M3RCR) compare $(DEMO)/eval/cloudy $(DEMO)/eval/aligncr_small --out $(DEMO)/report
+	$(M3RCR) synth-scene $(DEMO)/scene --height 1200 --width 1600 --sar-crs EPSG:4326 --seed 1 --overwrite
+	$(M3RCR) predict --cloudy $(DEMO)/scene/cloudy.tif --sar $(DEMO)/scene/sar.tif \
+	  --checkpoint $(DEMO)/runs/aligncr_small/checkpoints/best.ckpt --out $(DEMO)/scene/cloud_removed.tif \
+	  --preview $(DEMO)/scene/before_after.png --device cpu --quiet --overwrite
 	@cat $(DEMO)/report/tables.md
 	@echo "demo outputs in $(DEMO)/ (report: $(DEMO)/report/)"
 

@@ -3,7 +3,8 @@
 Implements the M3R-CR data layer, the Align-CR network and the benchmark of Xu et al.,
 "Multimodal and Multiresolution Data Fusion for High-Resolution Cloud Removal" (IEEE TGRS 2024).
 
-``m3rcr.load_model(path, device=None)`` returns a trained model, called as ``model(cloudy, sar)``.
+``m3rcr.load_model(path, device=None)`` returns a trained model, called as ``model(cloudy, sar)``;
+``m3rcr.predict_scene(model, cloudy_tif, out_tif, sar_tif)`` runs it over a whole georeferenced scene.
 """
 
 from typing import Any
@@ -12,15 +13,15 @@ from m3rcr.errors import DataError, DataWarning
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "DataWarning", "__version__", "create_model", "list_models", "load_model"]
+__all__ = ["DataError", "DataWarning", "__version__", "create_model", "list_models", "load_model", "predict_scene"]
 
-_LAZY = {"load_model", "create_model", "list_models"}
+_LAZY = {"load_model": "models", "create_model": "models", "list_models": "models", "predict_scene": "inference"}
 
 
 def __getattr__(name: str) -> Any:
     # torch and the model zoo load only when asked for, so `import m3rcr` (and the CLI) stay light
     if name in _LAZY:
-        from m3rcr import models
+        import importlib
 
-        return getattr(models, name)
+        return getattr(importlib.import_module(f"m3rcr.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'm3rcr' has no attribute {name!r}")

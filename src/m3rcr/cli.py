@@ -56,6 +56,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth_scene(args: argparse.Namespace) -> int:
+    """Write a synthetic whole scene (optical, SAR, land cover, cloud mask, UDM)."""
+    from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace its files)")
+    cfg = SceneConfig(height=args.height, width=args.width, sar_crs=args.sar_crs, sar_units=args.sar_units,
+                      sar_cover=args.sar_cover, cloud_cover=args.cloud_cover, season=args.season)
+    paths = generate_scene(out, cfg, seed=args.seed)
+    print(f"wrote a {args.height}x{args.width} scene to {out}: " + ", ".join(p.name for p in paths.values()))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     """Render samples to PNG."""
     from m3rcr.utils.files import atomic_path
@@ -134,6 +148,49 @@ def cmd_info(args: argparse.Namespace) -> int:
             else:
                 print(f"{key}: {value}")
     return 1 if problems else 0
+
+
+_SCENE_FLAGS = ("cloudy", "cloudfree", "sar", "landcover", "cloudmask", "cloudmask_band", "udm", "udm_format",
+                "cloud_classes", "season", "aoi", "bands", "cloudfree_bands", "sar_bands", "sar_units", "split")
+
+
+def cmd_build_dataset(args: argparse.Namespace) -> int:
+    """Cut an M3R-CR-style dataset out of whole scenes."""
+    from tqdm import tqdm
+
+    from m3rcr.data.build import BuildOptions, build_dataset, load_manifest, scene_set_from_mapping
+
+    given = {k: getattr(args, k) for k in _SCENE_FLAGS if getattr(args, k) is not None}
+    if args.scenes:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"give either --scenes or the flags of one scene set, not both (also given: {flags})")
+        scenes = load_manifest(args.scenes)
+    else:
+        missing = [f"--{k}" for k in ("cloudy", "cloudfree", "sar", "landcover", "season", "aoi") if k not in given]
+        if "cloudmask" not in given and "udm" not in given:
+            missing.append("--cloudmask or --udm")
+        if missing:
+            raise ValueError("give --scenes FILE, or one scene set with --cloudy, --cloudfree, --sar, --landcover, "
+                             f"--cloudmask or --udm, --season and --aoi; missing: {', '.join(missing)}")
+        scenes = [scene_set_from_mapping(given, ".", "command line")]
+    options = BuildOptions(tile=args.tile, stride=args.stride, lowres=args.lowres, sar_resampling=args.sar_resampling,
+                           min_valid=args.min_valid, min_cloud=args.min_cloud, max_cloud=args.max_cloud,
+                           test_fraction=args.test_fraction, seed=args.seed)
+    bars: list = []  # opened at the first tile, once every scene set has been checked
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="build", unit="tile", disable=args.quiet))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = build_dataset(scenes, args.out, options, overwrite=args.overwrite, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(result.summary())
+    return 0
 
 
 def _model_overrides(pairs: Sequence[str] | None) -> dict[str, object]:
@@ -339,6 +396,56 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Remove clouds from a whole georeferenced scene."""
+    from m3rcr.inference.predict import predict_scene, write_stats
+    from m3rcr.models import load_model
+
+    device = _device(args.device)
+    model = load_model(args.checkpoint, device)
+    stats = predict_scene(
+        model, args.cloudy, args.out, args.sar, bands=args.bands, scale=args.scale, offset=args.offset,
+        sar_bands=_band_list(args.sar_bands, "--sar-bands"), sar_units=args.sar_units,
+        sar_resampling=args.sar_resampling, mask=args.mask, tile=args.tile, overlap=args.overlap,
+        batch_size=args.batch_size, device=device, precision=args.precision, overwrite=args.overwrite,
+        progress=not args.quiet, checkpoint=args.checkpoint)
+    print(f"wrote {args.out}: {stats.tiles_run} of {stats.tiles} tiles run in {stats.batches} batches, "
+          f"{stats.valid_fraction:.1%} of the pixels have data, {stats.seconds:.1f} s")
+    if stats.sar_covered_fraction is not None and stats.sar_covered_fraction < 0.999:
+        print(f"note: the SAR covers {stats.sar_covered_fraction:.1%} of the scene's extent; "
+              "pixels outside it are no-data", file=sys.stderr)
+    if stats.valid_fraction == 0:
+        print("warning: no pixel has both optical data and SAR coverage; the output is all no-data", file=sys.stderr)
+    if args.stats:
+        write_stats(args.stats, stats)
+    if args.preview:
+        _scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview)
+        print(f"preview: {args.preview}")
+    return 0
+
+
+def _band_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: expected comma-separated band numbers") from None
+
+
+def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str) -> None:
+    """Before/after quicklook of a predicted scene."""
+    from m3rcr.data.scene import read_quicklook
+    from m3rcr.reports.figures import scene_before_after
+    from m3rcr.utils.files import atomic_path
+
+    rgb_in = [bands[2], bands[1], bands[0]]
+    order = sorted(bands)  # the output holds the picked bands in the input's order
+    rgb_out = [order.index(b) + 1 for b in rgb_in]
+    fig = scene_before_after(read_quicklook(cloudy, rgb_in), read_quicklook(out, rgb_out),
+                             suptitle=f"{Path(cloudy).name} -> {Path(out).name}")
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Train (or load), evaluate and measure every method of a benchmark configuration; one report."""
     from m3rcr.benchmark import Benchmark, load_benchmark_config
@@ -373,6 +480,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("synth-scene", help="generate a synthetic whole scene",
+                       description="Write a synthetic scene as a user would bring it: cloudy and cloud-free 3 m "
+                                   "optical GeoTIFFs in UTM with no-data corners, Sentinel-1 in another CRS, "
+                                   "WorldCover in EPSG:4326, a cloud mask and a Planet UDM.")
+    p.add_argument("out", metavar="DIR", help="output folder")
+    p.add_argument("--height", type=int, default=2000, help="optical rows (default: 2000)")
+    p.add_argument("--width", type=int, default=2000, help="optical columns (default: 2000)")
+    p.add_argument("--sar-crs", default="EPSG:4326", help="CRS of the SAR raster (default: EPSG:4326)")
+    p.add_argument("--sar-units", choices=("db", "linear"), default="db", help="SAR units (default: db)")
+    p.add_argument("--sar-cover", type=float, default=1.0, help="fraction of the width the SAR covers (default: 1)")
+    p.add_argument("--cloud-cover", type=float, default=0.35, help="cloudy fraction (default: 0.35)")
+    p.add_argument("--season", default="summer", choices=("spring", "summer", "fall", "winter"))
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in DIR")
+    p.set_defaults(func=cmd_synth_scene)
 
     p = sub.add_parser("show", help="render samples to PNG",
                        description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG.")
@@ -472,6 +595,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_seg_evaluate, command="seg evaluate")
 
+    p = sub.add_parser("predict", help="remove clouds from a whole georeferenced scene",
+                       description="Tiled cloud removal over a whole scene: the SAR is warped onto the optical grid "
+                                   "(any CRS and resolution), overlapping tiles are blended, and the result is "
+                                   "written as a cloud-optimized GeoTIFF on the optical grid, in its dtype and "
+                                   "no-data value.",
+                       epilog="example: m3rcr predict --cloudy scene.tif --sar s1.tif --checkpoint best.ckpt "
+                              "--out scene_clear.tif --preview scene_clear.png")
+    p.add_argument("--cloudy", required=True, metavar="SCENE", help="the cloudy optical scene (GeoTIFF)")
+    p.add_argument("--sar", metavar="S1", help="Sentinel-1 VV/VH GeoTIFF, any CRS (needed by SAR models)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an m3rcr checkpoint (any registry model)")
+    p.add_argument("--out", required=True, metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
+    p.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
+                                                        "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2)")
+    p.add_argument("--scale", type=float, default=10000.0,
+                   help="reflectance = (value + offset) / scale (default: 10000)")
+    p.add_argument("--offset", type=float, default=0.0, help="see --scale (default: 0; -1000 for recent Sentinel-2)")
+    p.add_argument("--sar-bands", default="1,2", metavar="VV,VH", help="SAR bands (default: 1,2)")
+    p.add_argument("--sar-units", choices=("db", "linear"), default="db",
+                   help="SAR values in dB or linear power (default: db)")
+    p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
+                   help="SAR onto the optical grid (default: nearest, as the training data)")
+    p.add_argument("--mask", metavar="MASK.tif", help="cloud mask raster: only its non-zero pixels are replaced")
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default: 256)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default: 32)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default: 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
+    p.add_argument("--stats", metavar="JSON", help="also write the run's statistics and settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("benchmark", help="the whole benchmark: train, evaluate, measure, report",
                        description="Train (or load) every method of a benchmark configuration (configs/benchmark.yaml), "
                                    "evaluate each on the same split (image, NDVI and semantic metrics), measure its "
@@ -480,6 +636,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="benchmark configuration (YAML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: 'out' in the configuration)")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("build-dataset", help="cut an M3R-CR-style dataset out of whole scenes",
+                       description="Cut whole scenes (cloudy and cloud-free optical, Sentinel-1, WorldCover, a cloud "
+                                   "mask or Planet UDM/UDM2; any CRS and resolution for all but the cloudy scene) "
+                                   "into tiles in the official M3R-CR layout: train/, test/, train.csv, test.csv and "
+                                   "build.json. See docs/scenes.md.",
+                       epilog="example: m3rcr build-dataset data/mine --scenes scenes.yaml --min-cloud 0.05")
+    p.add_argument("out", metavar="OUT", help="output dataset root")
+    g = p.add_argument_group("scenes", "a YAML manifest of scene sets, or one scene set from flags")
+    g.add_argument("--scenes", metavar="YAML", help="scene manifest (paths relative to it)")
+    g.add_argument("--cloudy", metavar="TIF", help="cloudy optical scene; its grid is the optical grid")
+    g.add_argument("--cloudfree", metavar="TIF", help="cloud-free optical scene")
+    g.add_argument("--sar", metavar="TIF", help="Sentinel-1 VV/VH, any CRS and resolution")
+    g.add_argument("--landcover", metavar="TIF", help="ESA WorldCover map (uint8 codes, 0 = no data)")
+    g.add_argument("--cloudmask", metavar="TIF", help="cloud mask raster (non-zero = cloudy)")
+    g.add_argument("--cloudmask-band", type=int, metavar="N", help="band of --cloudmask (default: 1)")
+    g.add_argument("--udm", metavar="TIF", help="Planet UDM (1 band) or UDM2 (8 bands) instead of --cloudmask")
+    g.add_argument("--udm-format", choices=("udm", "udm2"), help="default: from the band count")
+    g.add_argument("--cloud-classes", nargs="+", metavar="NAME",
+                   help="UDM2 classes counted as cloudy: cloud, heavy_haze, light_haze, shadow, snow (default: cloud)")
+    g.add_argument("--season", help="season name in file names (letters and digits)")
+    g.add_argument("--aoi", help="AOI name in file names (letters, digits and -)")
+    g.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
+                                                        "for 4-band scenes)")
+    g.add_argument("--cloudfree-bands", metavar="B,G,R,NIR", help="the same for --cloudfree (default: --bands)")
+    g.add_argument("--sar-bands", metavar="VV,VH", help="SAR bands (default: 1,2)")
+    g.add_argument("--sar-units", choices=("db", "linear"), help="SAR in dB or linear power (default: db)")
+    g.add_argument("--split", choices=("train", "test"), help="put the scene set in this split")
+    g = p.add_argument_group("tiles")
+    g.add_argument("--tile", type=int, default=300, help="optical tile size in pixels (default: 300)")
+    g.add_argument("--stride", type=int, help="optical pixels between tile origins (default: --tile); must keep "
+                                              "origins on low-res pixel boundaries (a multiple of 10 at 3 m)")
+    g.add_argument("--lowres", type=float, default=10.0, metavar="M",
+                   help="SAR / land-cover pixel size in metres; the tile holds round(tile * res / M) such pixels "
+                        "covering its ground exactly (default: 10)")
+    g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="bilinear",
+                   help="SAR onto the low-res grid (default: bilinear)")
+    g = p.add_argument_group("filters and split")
+    g.add_argument("--min-valid", type=float, default=1.0, metavar="F",
+                   help="keep tiles with at least this fraction of valid pixels (default: 1.0)")
+    g.add_argument("--min-cloud", type=float, default=0.0, metavar="F", help="minimum cloud cover (default: 0)")
+    g.add_argument("--max-cloud", type=float, default=1.0, metavar="F", help="maximum cloud cover (default: 1)")
+    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction of the AOIs without a split that go to test (default: 0.2)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the AOI split (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build_dataset)
 
     p = sub.add_parser("convert-checkpoint", help="convert an authors' Align-CR checkpoint to ours",
                        description="Read a checkpoint of the authors' Align-CR code (state dict under 'network', "

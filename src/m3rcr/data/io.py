@@ -14,6 +14,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from m3rcr.errors import DataError
+from m3rcr.utils.files import atomic_path
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -84,6 +85,34 @@ def read_geotiff(
             return Raster(array, src.transform, src.crs, src.nodata, path)
     except RasterioError as exc:
         raise DataError(path, f"not a readable GeoTIFF ({exc})") from None
+
+
+def write_geotiff(
+    path: str | Path,
+    array: np.ndarray,
+    crs: str | CRS | None,
+    transform: Affine,
+    nodata: float | None = None,
+    interleave: str = "pixel",
+    tags: dict[str, str] | None = None,
+    *,
+    descriptions: tuple[str | None, ...] | None = None,
+) -> None:
+    """Write a (bands, H, W) array as an uncompressed GeoTIFF, atomically (never half-written under ``path``).
+
+    Pixel-interleaved like the official M3R-CR files (land cover there is band-interleaved); pixels are
+    areas (``AREA_OR_POINT=Area``), so the transform gives the outer corner of the first pixel.
+    """
+    if array.ndim != 3:
+        raise ValueError(f"expected a (bands, H, W) array, got shape {array.shape}")
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", dtype=array.dtype.name, nodata=nodata,
+                           width=array.shape[2], height=array.shape[1], count=array.shape[0], crs=crs,
+                           transform=transform, interleave=interleave) as dst:
+            dst.write(array)
+            dst.update_tags(AREA_OR_POINT="Area", **(tags or {}))
+            if descriptions:
+                dst.descriptions = descriptions
 
 
 def read_cloudmask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 from scipy.ndimage import gaussian_filter
 
+from m3rcr.data.io import write_geotiff
 from m3rcr.data.layout import relative_paths, write_csv
 from m3rcr.utils.files import atomic_path
 
@@ -413,16 +413,6 @@ def _to_uint16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 1, 65535).astype(np.uint16)
 
 
-def _write_geotiff(path: Path, array: np.ndarray, crs: str, transform: Affine, nodata: float | None,
-                   interleave: str, tags: dict[str, str] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", dtype=array.dtype.name, nodata=nodata,
-                           width=array.shape[2], height=array.shape[1], count=array.shape[0], crs=crs,
-                           transform=transform, interleave=interleave) as dst:
-            dst.write(array)
-            dst.update_tags(AREA_OR_POINT="Area", **(tags or {}))
-
-
 def write_sample(split_dir: Path, season: str, aoi: int, patch: int, sample: dict, geo: SampleGeo,
                  config: SynthConfig) -> list[str]:
     """Write one sample's five files in the official layout; return its CSV row."""
@@ -435,12 +425,12 @@ def write_sample(split_dir: Path, season: str, aoi: int, patch: int, sample: dic
     t_opt = Affine(config.optical_res, 0, sx + ox, 0, -config.optical_res, sy + oy)
     t_sar = Affine(config.sar_res, 0, sx, 0, -config.sar_res, sy)
     shift = sample["truth"]["sar_shift_m"]
-    _write_geotiff(paths[0], sample["cloudfree"], geo.crs, t_opt, 0, "pixel")
-    _write_geotiff(paths[1], sample["cloudy"], geo.crs, t_opt, 0, "pixel")
-    _write_geotiff(paths[2], sample["sar"], geo.crs, t_sar, None, "pixel",
+    write_geotiff(paths[0], sample["cloudfree"], geo.crs, t_opt, 0, "pixel")
+    write_geotiff(paths[1], sample["cloudy"], geo.crs, t_opt, 0, "pixel")
+    write_geotiff(paths[2], sample["sar"], geo.crs, t_sar, None, "pixel",
                    {"M3RCR_SYNTHETIC": "1", "M3RCR_SAR_SHIFT_EAST_M": f"{shift[0]:.3f}",
                     "M3RCR_SAR_SHIFT_NORTH_M": f"{shift[1]:.3f}"})
-    _write_geotiff(paths[3], sample["landcover"], geo.crs, t_sar, None, "band")
+    write_geotiff(paths[3], sample["landcover"], geo.crs, t_sar, None, "band")
     with atomic_path(paths[4]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, sample["cloudmask"], allow_pickle=False)
     return rel

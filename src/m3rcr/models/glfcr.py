@@ -78,6 +78,8 @@ class GLFCR(nn.Module):
         filter_size: dynamic filter size (5); head_channels: reconstruction width before pixel shuffle (256).
     """
 
+    use_sar = True  #: fuses SAR
+
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, features: int = 96,
                  growth: int = 48, layers_per_block: int = 5, blocks: int = 6, num_heads: int = 8, window: int = 8,
                  mlp_ratio: float = 2.0, drop_path: float = 0.2, filter_size: int = 5,

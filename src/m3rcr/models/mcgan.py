@@ -51,6 +51,8 @@ class McGAN(nn.Module):
         init_std: standard deviation of the N(0, std) weight initialisation (0.02).
     """
 
+    use_sar = False  #: single-image method
+
     def __init__(self, in_channels: int = 4, out_channels: int = 4, base_channels: int = 64, dropout: float = 0.5,
                  norm_at_test: NormAtTest = "sample", pad_mode: str = "reflect", init_std: float = 0.02) -> None:
         super().__init__()

@@ -37,6 +37,8 @@ class SAROptCGAN(nn.Module):
         norm_at_test, pad_mode, init_std: as :class:`~m3rcr.models.mcgan.McGAN`.
     """
 
+    use_sar = True  #: fuses SAR
+
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, base_channels: int = 64,
                  depth: int = 8, dropout: float = 0.5, rescale: bool = True, norm_at_test: NormAtTest = "sample",
                  pad_mode: str = "reflect", init_std: float = 0.02) -> None:

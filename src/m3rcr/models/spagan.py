@@ -92,6 +92,8 @@ class SpAGAN(nn.Module):
         init_std: N(0, std) initialisation of every convolution (0.02).
     """
 
+    use_sar = False  #: single-image method
+
     def __init__(self, in_channels: int = 4, out_channels: int = 4, channels: int = 32, groups: int = 4,
                  blocks_per_group: int = 3, keep_unused: bool = True, init_std: float = 0.02) -> None:
         super().__init__()

@@ -109,3 +109,27 @@ def ndvi_density(histograms: Mapping[str, np.ndarray]) -> Figure:
     if im is not None:
         fig.colorbar(im, ax=list(axes), shrink=0.8, label="pixels")
     return fig
+
+
+def scene_before_after(before: np.ndarray, after: np.ndarray, titles: Sequence[str] = ("cloudy input",
+                       "cloud removed"), suptitle: str | None = None) -> Figure:
+    """Two RGB quicklooks, (3, h, w) red, green, blue with NaN as no-data, side by side on one stretch.
+
+    The stretch (2nd-98th percentile per band) comes from the ``after`` image, so clouds in the input
+    do not wash out the colours; no-data is shown light grey.
+    """
+    valid = np.isfinite(after).all(axis=0)
+    ref = after[:, valid] if valid.any() else np.zeros((3, 1))
+    lo, hi = np.percentile(ref, 2, axis=1), np.percentile(ref, 98, axis=1)
+    hi = np.maximum(hi, lo + 1e-9)
+    h, w = after.shape[-2:]
+    fig = Figure(figsize=(2 * 5.0 * min(w / h, 1.6) + 0.4, 5.4), layout="constrained")
+    for ax, image, title in zip(fig.subplots(1, 2), (before, after), titles):
+        rgb = np.clip((image - lo[:, None, None]) / (hi - lo)[:, None, None], 0, 1).transpose(1, 2, 0)
+        rgb[~np.isfinite(image).all(axis=0)] = 0.85
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig

@@ -1,0 +1,335 @@
+"""Whole georeferenced scenes: window-by-window reading of optical scenes and of rasters warped onto their grid.
+
+A scene is never read whole. :class:`OpticalScene` reads windows of an optical raster (any band
+count; four of its bands are picked as blue, green, red, NIR) with their no-data mask;
+:class:`WarpedLayer` reads windows of another raster (SAR, land cover, a cloud mask) brought onto a
+target grid by GDAL's warper (any CRS and resolution). The warper uses an exact transformation
+(error tolerance 1e-6 pixel instead of GDAL's default 0.125), so a window reads the same pixels
+whether it is read alone or as part of the whole grid.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
+from m3rcr.errors import DataError
+
+SarUnits = Literal["db", "linear"]
+#: Error tolerance of the warper's approximate transformation, in pixels (GDAL's default is 0.125).
+WARP_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up or rotated raster grid: CRS, affine transform and size."""
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.height, self.width
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        from m3rcr.data.io import grid_bounds
+
+        return grid_bounds(self.transform, self.shape)
+
+    def window_transform(self, window: Window) -> Affine:
+        """The transform of a window of this grid."""
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units."""
+        return math.hypot(self.transform.a, self.transform.d), math.hypot(self.transform.b, self.transform.e)
+
+
+def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
+    """Open a georeferenced raster for reading, or raise a :class:`DataError` saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"missing {what} file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioError as exc:
+        raise DataError(path, f"cannot be read as a raster ({exc})") from None
+    try:
+        if src.crs is None:
+            raise DataError(path, f"{what} has no CRS (unknown coordinate reference system); it must be georeferenced")
+        if src.transform == Affine.identity() and not src.gcps[0]:
+            raise DataError(path, f"{what} has no geotransform; it must be georeferenced")
+        if src.gcps[0] and src.transform == Affine.identity():
+            raise DataError(path, f"{what} is georeferenced by ground control points only; "
+                                  "orthorectify it first (gdalwarp)")
+        _check_crs_usable(src.crs, path, what)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _check_crs_usable(crs: CRS, path: str | Path, what: str) -> None:
+    try:
+        transform_bounds(crs, "EPSG:4326", 0.0, 0.0, 1.0, 1.0) if not crs.is_geographic else None
+    except (CRSError, RasterioError) as exc:
+        raise DataError(path, f"{what} CRS {crs.to_string() or crs.wkt[:60]} cannot be transformed ({exc})") from None
+
+
+def grid_of(src: rasterio.io.DatasetReader) -> Grid:
+    """The grid of an open raster."""
+    return Grid(src.crs, src.transform, src.height, src.width)
+
+
+def parse_bands(spec: str | Sequence[int] | None, count: int, where: str | Path,
+                names: Sequence[str] = OPTICAL_BANDS) -> tuple[int, ...]:
+    """1-based band indices for ``names`` (blue, green, red, NIR) from ``"2,3,4,8"`` or a sequence.
+
+    Without ``spec`` a raster with exactly ``len(names)`` bands uses them in file order.
+    """
+    n = len(names)
+    if spec is None:
+        if count == n:
+            return tuple(range(1, n + 1))
+        raise DataError(where, f"has {count} band(s); say which are {', '.join(names)} with --bands "
+                               f"(1-based, e.g. --bands 2,3,4,8 for Sentinel-2)")
+    if isinstance(spec, str):
+        try:
+            bands = tuple(int(b) for b in spec.replace(" ", "").split(","))
+        except ValueError:
+            raise DataError(where, f"--bands {spec!r}: expected {n} comma-separated band numbers") from None
+    else:
+        bands = tuple(int(b) for b in spec)
+    if len(bands) != n:
+        raise DataError(where, f"--bands needs {n} band numbers ({', '.join(names)}), got {len(bands)}")
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise DataError(where, f"band(s) {', '.join(map(str, bad))} do not exist: the raster has bands 1..{count}")
+    if len(set(bands)) != n:
+        raise DataError(where, f"--bands {','.join(map(str, bands))} names a band twice")
+    return bands
+
+
+def covered_fraction(src: rasterio.io.DatasetReader, grid: Grid) -> float:
+    """Fraction of ``grid``'s bounding box inside ``src``'s bounding box (both in the grid's CRS)."""
+    gl, gb, gr, gt = grid.bounds
+    try:
+        sl, sb, sr, st = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
+    except (CRSError, RasterioError) as exc:
+        raise DataError(src.name, f"cannot be transformed to {grid.crs.to_string()} ({exc})") from None
+    w = max(0.0, min(gr, sr) - max(gl, sl))
+    h = max(0.0, min(gt, st) - max(gb, sb))
+    return w * h / max((gr - gl) * (gt - gb), 1e-300)
+
+
+class WarpedLayer:
+    """Windows of a raster warped onto a target grid (any source CRS and resolution).
+
+    Pixels the source does not cover, or where it is no-data (its no-data value, NaN or its mask),
+    read as ``nodata`` (NaN for float output).
+    """
+
+    def __init__(self, src: rasterio.io.DatasetReader, grid: Grid, bands: Sequence[int], *,
+                 resampling: str = "nearest", dtype: str = "float32", nodata: float | None = None,
+                 what: str = "raster") -> None:
+        self.src, self.grid, self.bands, self.what = src, grid, tuple(bands), what
+        bad = [b for b in self.bands if not 1 <= b <= src.count]
+        if bad:
+            raise DataError(src.name, f"{what} has {src.count} band(s); band(s) {bad} do not exist")
+        if resampling not in Resampling.__members__:
+            raise ValueError(f"unknown resampling {resampling!r}")
+        self.nodata = (math.nan if np.dtype(dtype).kind == "f" else 0) if nodata is None else nodata
+        src_nodata = src.nodata
+        if src_nodata is None and src.dtypes[0].startswith("float"):
+            src_nodata = math.nan  # NaN pixels are missing data, not values to interpolate
+        try:
+            # XSCALE/YSCALE = 1: GDAL otherwise widens interpolation kernels when downsampling by a ratio it
+            # estimates per processing chunk, so a window's pixels would depend on how the grid is read
+            # (upsampling, e.g. 10 m SAR onto a 3 m grid, is unaffected: kernels only ever widen)
+            self.vrt = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                                 resampling=Resampling[resampling], tolerance=WARP_TOLERANCE, src_nodata=src_nodata,
+                                 nodata=self.nodata, dtype=dtype, XSCALE=1, YSCALE=1)
+        except (CRSError, RasterioError) as exc:
+            raise DataError(src.name, f"cannot be warped onto the {grid.crs.to_string()} grid ({exc})") from None
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(bands, h, w) values and the (h, w) mask of pixels valid in every band."""
+        data = self.vrt.read(self.bands, window=window)
+        if np.isnan(self.nodata):
+            valid = ~np.isnan(data).any(axis=0)
+        else:
+            valid = ~(data == self.nodata).any(axis=0)
+        return data, valid
+
+    def close(self) -> None:
+        """Close the warper (the source stays open)."""
+        self.vrt.close()
+
+
+def sar_to_db(values: np.ndarray, units: SarUnits) -> np.ndarray:
+    """SAR backscatter in dB from dB or linear power (non-positive power becomes -inf, clipped later)."""
+    if units == "db":
+        return values
+    if units != "linear":
+        raise ValueError(f"SAR units must be 'db' or 'linear', got {units!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(np.where(values > 0, values, 0.0))
+
+
+class SarLayer:
+    """Sentinel-1 VV/VH of any CRS, resolution and float dtype, warped onto a grid and scaled as in training."""
+
+    def __init__(self, path: str | Path, grid: Grid, *, bands: Sequence[int] = (1, 2), units: SarUnits = "db",
+                 resampling: str = "nearest", what: str = "SAR image") -> None:
+        if units not in ("db", "linear"):
+            raise ValueError(f"SAR units must be 'db' or 'linear', got {units!r}")
+        self.path, self.units = Path(path), units
+        self.src = open_raster(path, what)
+        try:
+            if not self.src.dtypes[0].startswith("float"):
+                raise DataError(path, f"{what} has dtype {self.src.dtypes[0]}; expected float backscatter "
+                                      "(dB, or linear power with --sar-units linear)")
+            fraction = covered_fraction(self.src, grid)
+            if fraction <= 0:
+                raise DataError(path, f"{what} does not overlap the optical scene (its footprint, in "
+                                      f"{grid.crs.to_string()}, misses the scene's bounds {_fmt(grid.bounds)})")
+            self.covered_fraction = fraction
+            self.layer = WarpedLayer(self.src, grid, bands, resampling=resampling, what=what)
+        except BaseException:
+            self.src.close()
+            raise
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """SAR scaled to [0, 1] (2, h, w) float32, and the mask of pixels inside its footprint."""
+        raw, valid = self.layer.read(window)
+        db = sar_to_db(raw, self.units)
+        valid &= ~np.isnan(db).any(axis=0)
+        # outside the footprint the value is irrelevant (the output is no-data there): -25 dB -> 0
+        return normalize_sar(np.where(valid[None], db, -100.0)), valid
+
+    def close(self) -> None:
+        """Release the files."""
+        self.layer.close()
+        self.src.close()
+
+    def __enter__(self) -> SarLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fmt(bounds: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.2f}" for v in bounds) + ")"
+
+
+class OpticalScene:
+    """An optical raster read window by window, four of its bands as blue, green, red, NIR.
+
+    Values are reflectance x ``scale`` minus ``offset`` in the file (reflectance = (value + offset) /
+    scale, as for Sentinel-2's BOA_ADD_OFFSET); reflectance is clipped to [0, 1] as in training.
+    A pixel is no-data where any picked band is no-data (GDAL's mask: no-data value, alpha band or
+    internal mask) or NaN.
+    """
+
+    def __init__(self, path: str | Path, bands: str | Sequence[int] | None = None, *,
+                 scale: float = OPTICAL_SCALE, offset: float = 0.0, what: str = "optical scene") -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        self.path, self.scale, self.offset = Path(path), float(scale), float(offset)
+        self.src = open_raster(path, what)
+        try:
+            self.bands = parse_bands(bands, self.src.count, path)
+            self.grid = grid_of(self.src)
+            self.dtype = np.dtype(self.src.dtypes[self.bands[0] - 1])
+            if len({self.src.dtypes[b - 1] for b in self.bands}) > 1:
+                raise DataError(path, "the picked bands have different data types")
+            if self.dtype.kind not in "uif":
+                raise DataError(path, f"{what} has dtype {self.dtype}; expected integer or float reflectance")
+            self.nodata = self.src.nodatavals[self.bands[0] - 1]
+        except BaseException:
+            self.src.close()
+            raise
+
+    @property
+    def file_order(self) -> tuple[int, ...]:
+        """Positions (0..3, in blue, green, red, NIR order) of the picked bands sorted as in the file."""
+        return tuple(sorted(range(4), key=lambda i: self.bands[i]))
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Reflectance in [0, 1] (4, h, w) float32 in blue, green, red, NIR order, and the valid-pixel mask."""
+        raw = self.src.read(self.bands, window=window)
+        valid = (self.src.read_masks(self.bands, window=window) > 0).all(axis=0)
+        if raw.dtype.kind == "f":
+            valid &= np.isfinite(raw).all(axis=0)
+        refl = (raw.astype(np.float64) + self.offset) / self.scale
+        refl = np.where(valid[None], np.clip(np.nan_to_num(refl), 0.0, 1.0), 0.0)
+        return refl.astype(np.float32), valid
+
+    @property
+    def out_nodata(self) -> float:
+        """No-data value of outputs: the input's, else 0 for integer and NaN for float data."""
+        if self.nodata is not None:
+            return float(self.nodata)
+        return math.nan if self.dtype.kind == "f" else 0.0
+
+    def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Reflectance (4, h, w) in blue, green, red, NIR order -> file values in file band order and dtype.
+
+        Invalid pixels get :attr:`out_nodata`; valid pixels never take it.
+        """
+        values = reflectance.astype(np.float64)[list(self.file_order)] * self.scale - self.offset
+        nodata = self.out_nodata
+        if self.dtype.kind in "ui":
+            info = np.iinfo(self.dtype)
+            values = np.clip(np.round(values), info.min, info.max)
+            # a valid pixel must not read as no-data: move it one step inwards
+            values[values == nodata] = nodata + (1 if nodata < info.max else -1)
+        elif not np.isnan(nodata):
+            values[values == nodata] = np.nextafter(nodata, np.inf, dtype=self.dtype)
+        out = values.astype(self.dtype)
+        out[:, ~valid] = nodata
+        return out
+
+    def close(self) -> None:
+        """Release the file."""
+        self.src.close()
+
+    def __enter__(self) -> OpticalScene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_quicklook(path: str | Path, bands: Sequence[int], max_size: int = 1024) -> np.ndarray:
+    """A decimated (len(bands), h, w) float64 array of a raster, no-data as NaN (read from overviews if any)."""
+    src = open_raster(path, "raster")
+    with src:
+        f = max(1, math.ceil(max(src.height, src.width) / max_size))
+        shape = (len(bands), max(1, src.height // f), max(1, src.width // f))
+        data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.average)
+    return data.astype(np.float64).filled(np.nan)
