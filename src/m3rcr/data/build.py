@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import shutil
 from collections import Counter
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
@@ -38,7 +36,16 @@ from m3rcr.data.io import grid_bounds, write_geotiff
 from m3rcr.data.layout import relative_paths, write_csv
 from m3rcr.data.preprocess import OPTICAL_BANDS, SAR_BANDS, WORLDCOVER, WORLDCOVER_NODATA
 from m3rcr.data.resample import upsample_nearest
-from m3rcr.data.scene import Grid, WarpedLayer, covered_fraction, grid_of, open_raster, parse_bands, sar_to_db
+from m3rcr.data.scene import (
+    Grid,
+    WarpedLayer,
+    bounded_block_cache,
+    covered_fraction,
+    grid_of,
+    open_raster,
+    parse_bands,
+    sar_to_db,
+)
 from m3rcr.errors import DataError
 from m3rcr.utils.files import atomic_path
 
@@ -64,9 +71,6 @@ _AOI_RE = re.compile(r"^[A-Za-z0-9-]+$")
 _REQUIRED_KEYS = ("season", "aoi", "cloudy", "cloudfree", "sar", "landcover")
 _OPTIONAL_KEYS = ("cloudmask", "cloudmask_band", "udm", "udm_format", "cloud_classes", "bands",
                   "cloudfree_bands", "sar_bands", "sar_units", "split")
-#: Upper bound of GDAL's block cache while building (unless GDAL_CACHEMAX is set): ample for a strip of
-#: 300 px tiles across a 20 000 px wide scene; GDAL's own default is 5 % of the RAM.
-BLOCK_CACHE_BYTES = 256 * 2**20
 _WORLDCOVER_CODES = np.array(sorted({WORLDCOVER_NODATA, *WORLDCOVER}), dtype=np.uint8)
 
 
@@ -686,17 +690,6 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _bounded_block_cache() -> contextlib.AbstractContextManager:
-    """GDAL's block cache capped at :data:`BLOCK_CACHE_BYTES`, unless the user chose GDAL_CACHEMAX."""
-    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
-        return contextlib.nullcontext()
-    try:
-        current = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
-    except (TypeError, ValueError):
-        current = BLOCK_CACHE_BYTES
-    return rasterio.Env(GDAL_CACHEMAX=min(current, BLOCK_CACHE_BYTES))
-
-
 def build_dataset(
     scenes: Sequence[SceneSet],
     out: str | Path,
@@ -713,10 +706,10 @@ def build_dataset(
     the dataset is built in a hidden folder next to ``out`` and renamed when complete, so a failure
     leaves nothing behind. ``progress(done, total)`` is called after every candidate tile.
 
-    Memory: one tile of every layer at a time, plus GDAL's block cache (at most :data:`BLOCK_CACHE_BYTES`
+    Memory: one tile of every layer at a time, plus GDAL's block cache (at most :data:`m3rcr.data.scene.BLOCK_CACHE_BYTES`
     unless GDAL_CACHEMAX is set).
     """
-    with _bounded_block_cache():
+    with bounded_block_cache():
         return _build(scenes, out, options, overwrite=overwrite, progress=progress)
 
 

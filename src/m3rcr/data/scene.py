@@ -10,7 +10,9 @@ whether it is read alone or as part of the whole grid.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
 from m3rcr.errors import DataError
 
 SarUnits = Literal["db", "linear"]
+#: GDAL's block cache during scene work (GDAL's default, 5 % of RAM, would grow with the scene written).
+BLOCK_CACHE_BYTES = 64 * 2**20
 #: Error tolerance of the warper's approximate transformation, in pixels (GDAL's default is 0.125).
 WARP_TOLERANCE = 1e-6
 
@@ -333,3 +337,14 @@ def read_quicklook(path: str | Path, bands: Sequence[int], max_size: int = 1024)
         shape = (len(bands), max(1, src.height // f), max(1, src.width // f))
         data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.average)
     return data.astype(np.float64).filled(np.nan)
+
+
+def bounded_block_cache() -> contextlib.AbstractContextManager:
+    """GDAL's block cache capped at :data:`BLOCK_CACHE_BYTES`, unless the user chose GDAL_CACHEMAX."""
+    if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
+        return contextlib.nullcontext()
+    try:
+        current = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+    except (TypeError, ValueError):
+        current = BLOCK_CACHE_BYTES
+    return rasterio.Env(GDAL_CACHEMAX=min(current, BLOCK_CACHE_BYTES))

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE
-from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits
+from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache
 from m3rcr.inference.tiling import Blender, Tile, TileGrid
 from m3rcr.utils.files import atomic_path
 from m3rcr.utils.provenance import environment
@@ -115,6 +115,7 @@ def predict_scene(
     start = time.perf_counter()
     stats = PredictStats()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(bounded_block_cache())
         optical = stack.enter_context(OpticalScene(cloudy, bands, scale=scale, offset=offset))
         grid = optical.grid
         sar_layer = stack.enter_context(SarLayer(sar, grid, bands=sar_bands, units=sar_units,

@@ -18,9 +18,11 @@ from rasterio.windows import Window
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``min(tile, length)`` covering ``[0, length)`` with at least ``overlap``.
+    """Start offsets of tiles of size ``min(tile, length)`` covering ``[0, length)``, overlapping by >= ``overlap``.
 
-    The last tile is moved back to end exactly at ``length``, so every tile has the same size.
+    The fewest tiles that achieve this are spread evenly from 0 to ``length - tile``, so every tile has
+    the same size and neighbours overlap by about the same amount (a last tile pulled back to the end
+    would overlap its neighbour by up to a whole tile, and hold that much more in the blender).
     """
     if tile < 1 or overlap < 0:
         raise ValueError(f"tile must be >= 1 and overlap >= 0, got tile={tile}, overlap={overlap}")
@@ -28,11 +30,10 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
-    step = tile - overlap
-    starts = list(range(0, length - tile + 1, step))
-    if starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
+    n = math.ceil((length - overlap) / (tile - overlap))
+    span = length - tile
+    # floor keeps every gap <= ceil(span / (n - 1)) <= tile - overlap
+    return [i * span // (n - 1) for i in range(n)]
 
 
 def blend_ramp(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
