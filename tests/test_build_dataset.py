@@ -553,13 +553,31 @@ def test_existing_output_is_kept_without_overwrite(scene_a, tmp_path: Path) -> N
     (out / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
         build_dataset([scene_set(scene_a)], out, small())
+    # --overwrite replaces only an earlier build, never a folder of other files
+    with pytest.raises(FileExistsError, match="not a dataset written by m3rcr build-dataset"):
+        build_dataset([scene_set(scene_a)], out, small(), overwrite=True)
+    assert (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
+    build_dataset([scene_set(scene_a)], out, small(test_fraction=0.0))
+    (out / "stale.txt").write_text("from the earlier build")
     result = build_dataset([scene_set(scene_a)], out, small(test_fraction=0.0), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "train.csv").is_file() and len(result.tiles) > 0
+    assert not (out / "stale.txt").exists() and (out / "train.csv").is_file() and len(result.tiles) > 0
     inside = out / "inputs"
     inside.mkdir()
     _rewrite(scene_a["cloudy"], inside / "cloudy.tif")
     with pytest.raises(ValueError, match="holds the input"):
         build_dataset([scene_set({**scene_a, "cloudy": inside / "cloudy.tif"})], out, small(), overwrite=True)
+
+
+def test_the_current_folder_is_never_replaced(scene_a, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match="current folder"):
+        build_dataset([scene_set(scene_a)], Path("."), small())
+    with pytest.raises(ValueError, match="current folder"):
+        build_dataset([scene_set(scene_a)], tmp_path, small(), overwrite=True)
+    assert work.is_dir()
 
 
 # --------------------------------------------------------------------------- command line and models
@@ -608,3 +626,17 @@ def test_a_built_dataset_trains_a_model(built_nearest: Path) -> None:
     loss = (out - batch["cloudfree"]).abs().mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("mask", ["cloudmask", "udm"])
+def test_masks_declaring_nodata_zero_keep_their_clear_pixels(scene_a, tmp_path: Path, mask: str) -> None:
+    """A mask copied from an optical profile often says nodata=0, although 0 means clear."""
+    tagged = _rewrite(scene_a[mask], tmp_path / f"{mask}_nodata0.tif", nodata=0)
+    plain = build_dataset([scene_set(scene_a, mask=mask)], tmp_path / "plain", small(test_fraction=0.0,
+                                                                                      min_valid=0.5))
+    with_tag = build_dataset([scene_set({**scene_a, mask: tagged}, mask=mask)], tmp_path / "tagged",
+                             small(test_fraction=0.0, min_valid=0.5))
+    assert len(with_tag.tiles) == len(plain.tiles) > 0
+    a, b = native(tmp_path / "plain"), native(tmp_path / "tagged")
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.read_raw(i)["cloudmask"], b.read_raw(i)["cloudmask"])

@@ -427,3 +427,119 @@ def test_grid_of_matches_the_file(small_scene: dict[str, Path]) -> None:
     with rasterio.open(small_scene["cloudy"]) as src:
         g = grid_of(src)
         assert g.shape == (300, 360) and g.res == (3.0, 3.0) and g.bounds == tuple(src.bounds)
+
+
+# --------------------------------------------------------------------------- review findings
+def test_blended_tiles_have_no_seams(small_scene: dict[str, Path], tmp_path: Path) -> None:
+    """Tiles that disagree (a checkerboard of two values) must meet smoothly, not with a step."""
+    grid = TileGrid(300, 360, 96, 32)
+    positions = [(t.row, t.col) for t in grid]
+
+    class Checkerboard(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            out = torch.empty_like(x)
+            for k in range(len(x)):
+                r, c = positions[Checkerboard.calls]
+                out[k] = 0.2 + 0.2 * ((r + c) % 2)
+                Checkerboard.calls += 1
+            return out
+
+    out = tmp_path / "checker.tif"
+    predict_scene(Checkerboard(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=96,
+                  overlap=32, batch_size=4, progress=False)
+    assert Checkerboard.calls == len(grid)  # every tile ran, in raster order
+    pred, _ = _read(out)
+    band = pred[0].astype(float)
+    assert band.min() == 2000 and band.max() == 4000  # tile interiors keep their own value
+    steps = max(np.abs(np.diff(band, axis=0)).max(), np.abs(np.diff(band, axis=1)).max())
+    assert steps < 0.15 * 2000, steps  # a hard cut would step by 2000 at every tile edge
+
+
+def test_gdal_block_cache_is_capped_during_prediction(small_scene: dict[str, Path], tmp_path: Path) -> None:
+    seen = []
+
+    class Probe(Identity):
+        def forward(self, cloudy: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+            seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX"))
+            return cloudy
+
+    predict_scene(Probe(), small_scene["cloudy"], tmp_path / "o.tif", small_scene["sar"], sar_units="linear",
+                  progress=False)
+    assert seen and all(v is not None and int(v) <= 64 * 2**20 for v in seen), seen
+
+
+def test_mask_declaring_nodata_zero_and_clear_pixels_kept_exactly(small_scene: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    mask, _ = _read(small_scene["cloudmask"])
+    mask_nd = _write_like(tmp_path / "mask_nodata0.tif", mask, small_scene["cloudmask"], nodata=0)
+    out = tmp_path / "m.tif"
+    # an offset that puts dark input pixels below reflectance 0: clear pixels must still come back exactly
+    predict_scene(AddConstant(0.01), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear",
+                  mask=mask_nd, offset=-1000.0, tile=128, progress=False)
+    pred, _ = _read(out)
+    cloudy, _ = _read(small_scene["cloudy"])
+    ok = (pred != 0).all(axis=0)
+    clear = ok & (mask[0] == 0)
+    assert clear.mean() > 0.3 and (cloudy[:, clear] < 1000).any()
+    assert np.array_equal(pred[:, clear], cloudy[:, clear])
+    assert not np.array_equal(pred[:, ok & (mask[0] > 0)], cloudy[:, ok & (mask[0] > 0)])
+
+
+def test_zero_linear_power_is_outside_the_footprint(small_scene: dict[str, Path], tmp_path: Path) -> None:
+    with rasterio.open(small_scene["sar"]) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, data.shape[2] // 2:] = 0.0  # Sentinel-1 blackfill without a no-data tag
+    profile.update(nodata=None)
+    sar = tmp_path / "blackfill.tif"
+    with rasterio.open(sar, "w", **profile) as dst:
+        dst.write(data)
+    stats = predict_scene(Identity(), small_scene["cloudy"], tmp_path / "o.tif", sar, sar_units="linear",
+                          progress=False)
+    assert 0.3 < stats.valid_fraction < 0.7
+
+
+def test_non_finite_model_output_becomes_nodata(small_scene: dict[str, Path], tmp_path: Path) -> None:
+    class Holes(torch.nn.Module):
+        def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[:, :, :8, :8] = float("nan")  # every tile's corner
+            return y
+
+    out = tmp_path / "o.tif"
+    stats = predict_scene(Holes(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=128,
+                          overlap=32, progress=False)
+    pred, _ = _read(out)
+    assert stats.nonfinite_tiles == stats.tiles_run
+    assert (pred[:, :8, :8] == 0).all()  # covered by one tile only: no-data
+    cloudy, _ = _read(small_scene["cloudy"])
+    ok = (pred != 0).all(axis=0)
+    assert ok.mean() > 0.98 and np.array_equal(pred[:, ok], cloudy[:, ok])  # elsewhere the other tiles fill in
+
+
+def test_unusable_georeferencing_is_a_clear_error(small_scene: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    with rasterio.open(small_scene["sar"]) as src:
+        data, profile = src.read(), src.profile
+    local = tmp_path / "local.tif"
+    wkt = 'LOCAL_CS["engineering",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
+    with rasterio.open(local, "w", **dict(profile, crs=CRS.from_wkt(wkt))) as dst:
+        dst.write(data)
+    with pytest.raises(DataError) as err:
+        predict_scene(Identity(), small_scene["cloudy"], tmp_path / "o.tif", local, progress=False)
+    assert str(local) in str(err.value)
+    gcps = [GroundControlPoint(r, c, 13.0 + c * 1e-4, 45.0 - r * 1e-4) for r, c in ((0, 0), (0, 50), (50, 0))]
+    gcp = tmp_path / "gcp.tif"
+    with rasterio.open(gcp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=2,
+                       dtype=data.dtype, gcps=gcps, crs="EPSG:4326") as dst:
+        dst.write(data)
+    with pytest.raises(DataError, match="ground control points"):
+        predict_scene(Identity(), small_scene["cloudy"], tmp_path / "o.tif", gcp, progress=False)
+    ckpt = save_checkpoint(create_model("dsen2cr", **TINY["dsen2cr"]), tmp_path / "m.ckpt")
+    assert main(["predict", "--cloudy", str(small_scene["cloudy"]), "--sar", str(local), "--checkpoint", str(ckpt),
+                 "--out", str(tmp_path), "--device", "cpu", "--quiet"]) == 2
+    assert "is a folder" in capsys.readouterr().err

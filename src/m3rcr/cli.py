@@ -12,6 +12,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
+
 from m3rcr import __version__
 from m3rcr.errors import DataError
 
@@ -414,6 +417,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if stats.sar_covered_fraction is not None and stats.sar_covered_fraction < 0.999:
         print(f"note: the SAR covers {stats.sar_covered_fraction:.1%} of the scene's extent; "
               "pixels outside it are no-data", file=sys.stderr)
+    if stats.nonfinite_tiles:
+        print(f"warning: the model returned NaN or infinity in {stats.nonfinite_tiles} tile(s); pixels no tile "
+              "predicted are no-data", file=sys.stderr)
     if stats.valid_fraction == 0:
         print("warning: no pixel has both optical data and SAR coverage; the output is all no-data", file=sys.stderr)
     if args.stats:
@@ -724,7 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(args.func(args) or 0)
-    except (DataError, FileExistsError, FileNotFoundError, ValueError) as exc:  # bad input or arguments, not a bug
+    except (DataError, OSError, ValueError, RasterioError, CPLE_BaseError) as exc:  # bad input, not a bug
         print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

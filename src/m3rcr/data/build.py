@@ -506,13 +506,14 @@ class SceneReader:
         self.landcover = self._warp(lc, self.tiles.lowres, [1], "land-cover map", resampling="nearest",
                                     dtype="uint8", nodata=WORLDCOVER_NODATA)
 
-        # masks are read as float64 with NaN outside the raster, so "not covered" differs from every value
+        # masks are read as float64 with NaN outside the raster, so "not covered" differs from every value;
+        # a declared no-data value is ignored: masks copied from an optical profile often say nodata=0
         if s.cloudmask is not None:
             m = self._open_raster(s.cloudmask, "cloud mask")
             self._require_overlap(m, self.grid, "cloud mask")
             self.udm_format = None
             self.mask = self._warp(m, self.grid, [s.cloudmask_band], "cloud mask", resampling="nearest",
-                                   dtype="float64", nodata=math.nan)
+                                   dtype="float64", nodata=math.nan, use_source_nodata=False)
         else:
             m = self._open_raster(s.udm, "UDM")  # type: ignore[arg-type]
             detected = {1: "udm", 8: "udm2"}.get(m.count)
@@ -530,7 +531,7 @@ class SceneReader:
             self.udm_format = fmt
             bands = [1] if fmt == "udm" else [UDM2_CLASSES[c] for c in s.cloud_classes] + [UDM2_LEGACY_BAND]
             self.mask = self._warp(m, self.grid, bands, "UDM", resampling="nearest", dtype="float64",
-                                   nodata=math.nan)
+                                   nodata=math.nan, use_source_nodata=False)
 
     def __enter__(self) -> SceneReader:
         return self
@@ -682,6 +683,15 @@ class BuildResult:
         return "\n".join(lines)
 
 
+def _is_previous_build(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset this module wrote (so --overwrite may replace it)."""
+    try:
+        meta = json.loads((folder / "build.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("generator") == "m3rcr.data.build"
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())
@@ -719,10 +729,16 @@ def _build(scenes: Sequence[SceneSet], out: str | Path, options: BuildOptions | 
     out = Path(out)
     if not scenes:
         raise ValueError("no scene sets given")
+    if _inside(Path.cwd(), out):
+        raise ValueError(f"{out}: is the current folder or holds it; choose a new folder for the dataset")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
+        if not _is_previous_build(out):
+            raise FileExistsError(f"{out}: is not a dataset written by m3rcr build-dataset (no build.json from "
+                                  "it); --overwrite only replaces those")
     for s in scenes:
         for p in s.paths().values():
             if out.exists() and _inside(p, out):

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
@@ -33,6 +34,8 @@ from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
 from m3rcr.errors import DataError
 
 SarUnits = Literal["db", "linear"]
+#: What GDAL raises for a CRS it cannot use (an engineering CRS, say) or a file it cannot read.
+GDAL_ERRORS = (CRSError, RasterioError, CPLE_BaseError)
 #: GDAL's block cache during scene work (GDAL's default, 5 % of RAM, would grow with the scene written).
 BLOCK_CACHE_BYTES = 64 * 2**20
 #: Error tolerance of the warper's approximate transformation, in pixels (GDAL's default is 0.125).
@@ -79,16 +82,17 @@ def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(path)
-    except RasterioError as exc:
+    except GDAL_ERRORS as exc:
         raise DataError(path, f"cannot be read as a raster ({exc})") from None
     try:
+        if src.gcps[0] and src.transform == Affine.identity():
+            # raw Sentinel-1 GRD: rasterio reports no CRS for GCP-only rasters
+            raise DataError(path, f"{what} is georeferenced by ground control points only; "
+                                  "orthorectify it first (e.g. gdalwarp, or SNAP terrain correction)")
         if src.crs is None:
             raise DataError(path, f"{what} has no CRS (unknown coordinate reference system); it must be georeferenced")
-        if src.transform == Affine.identity() and not src.gcps[0]:
+        if src.transform == Affine.identity():
             raise DataError(path, f"{what} has no geotransform; it must be georeferenced")
-        if src.gcps[0] and src.transform == Affine.identity():
-            raise DataError(path, f"{what} is georeferenced by ground control points only; "
-                                  "orthorectify it first (gdalwarp)")
         _check_crs_usable(src.crs, path, what)
     except BaseException:
         src.close()
@@ -99,7 +103,7 @@ def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
 def _check_crs_usable(crs: CRS, path: str | Path, what: str) -> None:
     try:
         transform_bounds(crs, "EPSG:4326", 0.0, 0.0, 1.0, 1.0) if not crs.is_geographic else None
-    except (CRSError, RasterioError) as exc:
+    except GDAL_ERRORS as exc:
         raise DataError(path, f"{what} CRS {crs.to_string() or crs.wkt[:60]} cannot be transformed ({exc})") from None
 
 
@@ -142,7 +146,7 @@ def covered_fraction(src: rasterio.io.DatasetReader, grid: Grid) -> float:
     gl, gb, gr, gt = grid.bounds
     try:
         sl, sb, sr, st = transform_bounds(src.crs, grid.crs, *src.bounds, densify_pts=21)
-    except (CRSError, RasterioError) as exc:
+    except GDAL_ERRORS as exc:
         raise DataError(src.name, f"cannot be transformed to {grid.crs.to_string()} ({exc})") from None
     w = max(0.0, min(gr, sr) - max(gl, sl))
     h = max(0.0, min(gt, st) - max(gb, sb))
@@ -153,12 +157,13 @@ class WarpedLayer:
     """Windows of a raster warped onto a target grid (any source CRS and resolution).
 
     Pixels the source does not cover, or where it is no-data (its no-data value, NaN or its mask),
-    read as ``nodata`` (NaN for float output).
+    read as ``nodata`` (NaN for float output). ``use_source_nodata=False`` ignores the source's
+    no-data value: for masks, whose 0 means "clear" even when the file declares it as no-data.
     """
 
     def __init__(self, src: rasterio.io.DatasetReader, grid: Grid, bands: Sequence[int], *,
                  resampling: str = "nearest", dtype: str = "float32", nodata: float | None = None,
-                 what: str = "raster") -> None:
+                 what: str = "raster", use_source_nodata: bool = True) -> None:
         self.src, self.grid, self.bands, self.what = src, grid, tuple(bands), what
         bad = [b for b in self.bands if not 1 <= b <= src.count]
         if bad:
@@ -166,8 +171,8 @@ class WarpedLayer:
         if resampling not in Resampling.__members__:
             raise ValueError(f"unknown resampling {resampling!r}")
         self.nodata = (math.nan if np.dtype(dtype).kind == "f" else 0) if nodata is None else nodata
-        src_nodata = src.nodata
-        if src_nodata is None and src.dtypes[0].startswith("float"):
+        src_nodata = src.nodata if use_source_nodata else None
+        if src_nodata is None and use_source_nodata and src.dtypes[0].startswith("float"):
             src_nodata = math.nan  # NaN pixels are missing data, not values to interpolate
         try:
             # XSCALE/YSCALE = 1: GDAL otherwise widens interpolation kernels when downsampling by a ratio it
@@ -176,7 +181,7 @@ class WarpedLayer:
             self.vrt = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                                  resampling=Resampling[resampling], tolerance=WARP_TOLERANCE, src_nodata=src_nodata,
                                  nodata=self.nodata, dtype=dtype, XSCALE=1, YSCALE=1)
-        except (CRSError, RasterioError) as exc:
+        except GDAL_ERRORS as exc:
             raise DataError(src.name, f"cannot be warped onto the {grid.crs.to_string()} grid ({exc})") from None
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +235,8 @@ class SarLayer:
         """SAR scaled to [0, 1] (2, h, w) float32, and the mask of pixels inside its footprint."""
         raw, valid = self.layer.read(window)
         db = sar_to_db(raw, self.units)
-        valid &= ~np.isnan(db).any(axis=0)
+        # zero or negative linear power (blackfill without a no-data tag) is missing data too
+        valid &= np.isfinite(db).all(axis=0)
         # outside the footprint the value is irrelevant (the output is no-data there): -25 dB -> 0
         return normalize_sar(np.where(valid[None], db, -100.0)), valid
 
@@ -292,6 +298,15 @@ class OpticalScene:
         refl = (raw.astype(np.float64) + self.offset) / self.scale
         refl = np.where(valid[None], np.clip(np.nan_to_num(refl), 0.0, 1.0), 0.0)
         return refl.astype(np.float32), valid
+
+    def read_raw(self, window: Window) -> np.ndarray:
+        """The picked bands as stored (file band order and dtype), valid pixels moved off :attr:`out_nodata`."""
+        raw = self.src.read([self.bands[i] for i in self.file_order], window=window)
+        nodata = self.out_nodata
+        if self.nodata is None and not np.isnan(nodata):
+            # the input has no no-data value but the output uses 0: a real 0 must not read as no-data
+            raw[raw == nodata] = nodata + 1
+        return raw
 
     @property
     def out_nodata(self) -> float:

@@ -41,6 +41,7 @@ class PredictStats:
     sar_covered_fraction: float | None = None  #: share of the scene's bounding box inside the SAR's
     seconds: float = 0.0
     peak_pending_bytes: int = 0  #: largest memory held by blending cells waiting for tiles
+    nonfinite_tiles: int = 0  #: tiles where the model returned NaN or infinity (those pixels are no-data)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +102,8 @@ def predict_scene(
     from m3rcr.evaluation.evaluate import model_predictor
 
     out, cloudy = Path(out), Path(cloudy)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; give the output file's name")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists (pass overwrite=True / --overwrite to replace it)")
     for path in (cloudy, sar, mask):
@@ -142,12 +145,14 @@ def predict_scene(
 
                 def write(window: Window, values: np.ndarray, valid: np.ndarray) -> None:
                     nonlocal valid_pixels
+                    encoded = optical.encode(np.maximum(values, 0.0), valid)
                     if mask_layer is not None:
-                        keep, _ = mask_layer.read(window)
-                        cloudy_refl, _ = optical.read(window)
-                        values = np.where(keep[0][None] != 0, values, cloudy_refl)
+                        # clear pixels keep their input values exactly; outside the mask raster is "clear"
+                        cloud, _ = mask_layer.read(window)
+                        clear = (np.nan_to_num(cloud[0], nan=0.0) == 0) & valid
+                        encoded[:, clear] = optical.read_raw(window)[:, clear]
                     valid_pixels += int(valid.sum())
-                    dst.write(optical.encode(np.maximum(values, 0.0), valid), window=window)
+                    dst.write(encoded, window=window)
 
                 blender = Blender(tiles, len(OPTICAL_BANDS), write)
                 bar = _progress(len(tiles), progress, cloudy.name)
@@ -160,6 +165,8 @@ def predict_scene(
                     if y.shape != (len(batch), 4, *batch[0][1].shape[-2:]):
                         raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
                     for (t, _, _, ok), values in zip(batch, y):
+                        if not np.isfinite(values).all():
+                            stats.nonfinite_tiles += 1  # the blender drops those pixels
                         blender.add(t, values, ok)
                     stats.batches += 1
                     stats.tiles_run += len(batch)
@@ -175,9 +182,7 @@ def predict_scene(
                     else:
                         s = np.zeros((2, *ok.shape), np.float32)
                     if not ok.any():
-                        # nothing to predict, but the tile still closes its cells; keep raster order
-                        if batch:
-                            run_batch()
+                        # nothing to predict, but the tile still closes its cells (in any order)
                         blender.add(t, None, ok)
                         bar.update(1)
                         continue

@@ -120,7 +120,8 @@ class Blender:
     """Accumulates weighted tile predictions; calls ``write(window, values, valid)`` once per final cell.
 
     ``values`` is the weighted mean (channels, h, w) in float64; ``valid`` is the (h, w) mask passed
-    with the tiles (a pixel's validity does not depend on the tile it is read in).
+    with the tiles (a pixel's validity does not depend on the tile it is read in), cleared where no
+    tile gave a finite value.
     """
 
     def __init__(self, grid: TileGrid, channels: int, write: CellWriter) -> None:
@@ -146,8 +147,10 @@ class Blender:
                 self._pending[cell] = acc
                 self._remaining[cell] = g.tiles_covering(*cell)
             if values is not None:
-                wt = weights[sl]
-                acc[0] += values[(slice(None), *sl)] * wt
+                v = values[(slice(None), *sl)]
+                finite = np.isfinite(v).all(axis=0)
+                wt = np.where(finite, weights[sl], 0.0)  # a NaN from the model must not spread to its cell
+                acc[0] += np.where(finite, v, 0.0) * wt
                 acc[1] += wt
             self._remaining[cell] -= 1
             self.peak_cells = max(self.peak_cells, len(self._pending))
