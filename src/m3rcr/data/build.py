@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from m3rcr.data.scene import (
     sar_to_db,
 )
 from m3rcr.errors import DataError
-from m3rcr.utils.files import atomic_path
+from m3rcr.utils.files import atomic_dir, atomic_path
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -752,17 +751,12 @@ def _build(scenes: Sequence[SceneSet], out: str | Path, options: BuildOptions | 
             plans.append(reader.tiles.origins())
     total = sum(len(p) for p in plans)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     result = BuildResult(root=out, considered=total)
     rows: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
     next_patch: Counter = Counter()  # per season_aoi: sets sharing it continue the numbering
     per_scene: list[dict[str, Any]] = []
     done = 0
-    try:
+    with atomic_dir(out) as tmp:
         for index, (s, origins) in enumerate(zip(scenes, plans)):
             split = splits[s.aoi]
             written, skipped = 0, Counter()
@@ -815,12 +809,6 @@ def _build(scenes: Sequence[SceneSet], out: str | Path, options: BuildOptions | 
             "tiles": [t.as_dict(scenes) for t in result.tiles],
         }
         (tmp / "build.json").write_text(json.dumps(meta, indent=1))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return result
 
 

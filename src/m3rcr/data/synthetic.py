@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from scipy.ndimage import gaussian_filter
 
 from m3rcr.data.io import write_geotiff
 from m3rcr.data.layout import relative_paths, write_csv
-from m3rcr.utils.files import atomic_path
+from m3rcr.utils.files import atomic_dir, atomic_path
 
 SEASONS = ("spring", "summer", "fall", "winter")
 SPLITS = ("train", "test")
@@ -476,17 +475,12 @@ def generate_dataset(
         raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
         raise ValueError("need at least one sample (train + test > 0, both >= 0)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     from m3rcr import __version__
 
     meta: dict[str, object] = {"generator": "m3rcr.data.synthetic", "m3rcr_version": __version__, "seed": seed,
                                "n_train": n_train, "n_test": n_test, "config": asdict(config), "samples": []}
     done, total = 0, n_train + n_test
-    try:
+    with atomic_dir(out) as tmp:
         for split_id, (split, n) in enumerate(zip(SPLITS, (n_train, n_test))):
             split_dir = tmp / split
             split_dir.mkdir()
@@ -524,10 +518,4 @@ def generate_dataset(
                         progress(done, total)
             write_csv(tmp / f"{split}.csv", rows)
         (tmp / "synthetic.json").write_text(json.dumps(meta, indent=1))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return out
