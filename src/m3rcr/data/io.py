@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 
 from m3rcr.errors import DataError
 from m3rcr.utils.files import atomic_path
 
 _NPY_MAGIC = b"\x93NUMPY"
+#: What GDAL raises for a file it cannot read or a CRS it cannot use (an engineering CRS, say).
+GDAL_ERRORS = (CRSError, RasterioError, CPLE_BaseError)
 
 
 @dataclass
@@ -47,6 +50,23 @@ def grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def open_dataset(path: str | Path, what: str, unreadable: str = "cannot be read as a raster"
+                 ) -> rasterio.io.DatasetReader:
+    """Open a raster; a missing or unreadable file is a :class:`DataError` (``unreadable`` says how).
+
+    A missing georeference is left to the caller, which reports it in its own words.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"missing {what} file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except GDAL_ERRORS as exc:
+        raise DataError(path, f"{unreadable} ({exc})") from None
+
+
 def read_geotiff(
     path: str | Path,
     *,
@@ -65,13 +85,8 @@ def read_geotiff(
         georeferenced: require a CRS and a geotransform (a plain TIFF is not a GeoTIFF).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"missing {what} file")
+    src = open_dataset(path, what, unreadable="not a readable GeoTIFF")
     try:
-        with warnings.catch_warnings():
-            # a missing georeference is reported below as a DataError, not as rasterio's warning
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
         with src:
             if src.driver != "GTiff":
                 raise DataError(path, f"not a GeoTIFF (GDAL reads it as {src.driver}); the {what} must be a GeoTIFF")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +21,17 @@ from typing import Literal
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from m3rcr.data.io import GDAL_ERRORS, grid_bounds, open_dataset
 from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
 from m3rcr.errors import DataError
 
 SarUnits = Literal["db", "linear"]
-#: What GDAL raises for a CRS it cannot use (an engineering CRS, say) or a file it cannot read.
-GDAL_ERRORS = (CRSError, RasterioError, CPLE_BaseError)
 #: GDAL's block cache during scene work (GDAL's default, 5 % of RAM, would grow with the scene written).
 BLOCK_CACHE_BYTES = 64 * 2**20
 #: Error tolerance of the warper's approximate transformation, in pixels (GDAL's default is 0.125).
@@ -59,8 +55,6 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
-        from m3rcr.data.io import grid_bounds
-
         return grid_bounds(self.transform, self.shape)
 
     def window_transform(self, window: Window) -> Affine:
@@ -75,15 +69,7 @@ class Grid:
 
 def open_raster(path: str | Path, what: str) -> rasterio.io.DatasetReader:
     """Open a georeferenced raster for reading, or raise a :class:`DataError` saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"missing {what} file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except GDAL_ERRORS as exc:
-        raise DataError(path, f"cannot be read as a raster ({exc})") from None
+    src = open_dataset(path, what)
     try:
         if src.gcps[0] and src.transform == Affine.identity():
             # raw Sentinel-1 GRD: rasterio reports no CRS for GCP-only rasters
