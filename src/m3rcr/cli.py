@@ -408,7 +408,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, device)
     stats = predict_scene(
         model, args.cloudy, args.out, args.sar, bands=args.bands, scale=args.scale, offset=args.offset,
-        sar_bands=_band_list(args.sar_bands, "--sar-bands"), sar_units=args.sar_units,
+        sar_bands=args.sar_bands, sar_units=args.sar_units,
         sar_resampling=args.sar_resampling, mask=args.mask, tile=args.tile, overlap=args.overlap,
         batch_size=args.batch_size, device=device, precision=args.precision, overwrite=args.overwrite,
         progress=not args.quiet, checkpoint=args.checkpoint)
@@ -428,13 +428,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview)
         print(f"preview: {args.preview}")
     return 0
-
-
-def _band_list(text: str, option: str) -> list[int]:
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
-        raise ValueError(f"{option} {text!r}: expected comma-separated band numbers") from None
 
 
 def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str) -> None:

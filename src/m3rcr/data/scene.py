@@ -28,7 +28,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from m3rcr.data.io import GDAL_ERRORS, grid_bounds, open_dataset
-from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
+from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, SAR_BANDS, normalize_sar
 from m3rcr.errors import DataError
 
 SarUnits = Literal["db", "linear"]
@@ -99,31 +99,32 @@ def grid_of(src: rasterio.io.DatasetReader) -> Grid:
 
 
 def parse_bands(spec: str | Sequence[int] | None, count: int, where: str | Path,
-                names: Sequence[str] = OPTICAL_BANDS) -> tuple[int, ...]:
+                names: Sequence[str] = OPTICAL_BANDS, option: str = "--bands") -> tuple[int, ...]:
     """1-based band indices for ``names`` (blue, green, red, NIR) from ``"2,3,4,8"`` or a sequence.
 
-    Without ``spec`` a raster with exactly ``len(names)`` bands uses them in file order.
+    Without ``spec`` a raster with exactly ``len(names)`` bands uses them in file order. ``option``
+    names the command-line option in error messages.
     """
     n = len(names)
     if spec is None:
         if count == n:
             return tuple(range(1, n + 1))
-        raise DataError(where, f"has {count} band(s); say which are {', '.join(names)} with --bands "
+        raise DataError(where, f"has {count} band(s); say which are {', '.join(names)} with {option} "
                                f"(1-based, e.g. --bands 2,3,4,8 for Sentinel-2)")
     if isinstance(spec, str):
         try:
             bands = tuple(int(b) for b in spec.replace(" ", "").split(","))
         except ValueError:
-            raise DataError(where, f"--bands {spec!r}: expected {n} comma-separated band numbers") from None
+            raise DataError(where, f"{option} {spec!r}: expected {n} comma-separated band numbers") from None
     else:
         bands = tuple(int(b) for b in spec)
     if len(bands) != n:
-        raise DataError(where, f"--bands needs {n} band numbers ({', '.join(names)}), got {len(bands)}")
+        raise DataError(where, f"{option} needs {n} band numbers ({', '.join(names)}), got {len(bands)}")
     bad = [b for b in bands if not 1 <= b <= count]
     if bad:
         raise DataError(where, f"band(s) {', '.join(map(str, bad))} do not exist: the raster has bands 1..{count}")
     if len(set(bands)) != n:
-        raise DataError(where, f"--bands {','.join(map(str, bands))} names a band twice")
+        raise DataError(where, f"{option} {','.join(map(str, bands))} names a band twice")
     return bands
 
 
@@ -197,7 +198,7 @@ def sar_to_db(values: np.ndarray, units: SarUnits) -> np.ndarray:
 class SarLayer:
     """Sentinel-1 VV/VH of any CRS, resolution and float dtype, warped onto a grid and scaled as in training."""
 
-    def __init__(self, path: str | Path, grid: Grid, *, bands: Sequence[int] = (1, 2), units: SarUnits = "db",
+    def __init__(self, path: str | Path, grid: Grid, *, bands: str | Sequence[int] = (1, 2), units: SarUnits = "db",
                  resampling: str = "nearest", what: str = "SAR image") -> None:
         if units not in ("db", "linear"):
             raise ValueError(f"SAR units must be 'db' or 'linear', got {units!r}")
@@ -212,7 +213,8 @@ class SarLayer:
                 raise DataError(path, f"{what} does not overlap the optical scene (its footprint, in "
                                       f"{grid.crs.to_string()}, misses the scene's bounds {_fmt(grid.bounds)})")
             self.covered_fraction = fraction
-            self.layer = WarpedLayer(self.src, grid, bands, resampling=resampling, what=what)
+            self.bands = parse_bands(bands, self.src.count, path, names=SAR_BANDS, option="--sar-bands")
+            self.layer = WarpedLayer(self.src, grid, self.bands, resampling=resampling, what=what)
         except BaseException:
             self.src.close()
             raise
@@ -287,12 +289,19 @@ class OpticalScene:
 
     def read_raw(self, window: Window) -> np.ndarray:
         """The picked bands as stored (file band order and dtype), valid pixels moved off :attr:`out_nodata`."""
-        raw = self.src.read([self.bands[i] for i in self.file_order], window=window)
+        # where the input has no no-data value the output uses 0 (or NaN): a real 0 must not read as no-data
+        return self._off_nodata(self.src.read([self.bands[i] for i in self.file_order], window=window))
+
+    def _off_nodata(self, values: np.ndarray) -> np.ndarray:
+        """Move values equal to :attr:`out_nodata` one step inwards (in place), so valid pixels never take it."""
         nodata = self.out_nodata
-        if self.nodata is None and not np.isnan(nodata):
-            # the input has no no-data value but the output uses 0: a real 0 must not read as no-data
-            raw[raw == nodata] = nodata + 1
-        return raw
+        if np.isnan(nodata):
+            return values
+        if self.dtype.kind in "ui":
+            values[values == nodata] = nodata + (1 if nodata < np.iinfo(self.dtype).max else -1)
+        else:
+            values[values == nodata] = np.nextafter(nodata, np.inf, dtype=self.dtype)
+        return values
 
     @property
     def out_nodata(self) -> float:
@@ -307,16 +316,11 @@ class OpticalScene:
         Invalid pixels get :attr:`out_nodata`; valid pixels never take it.
         """
         values = reflectance.astype(np.float64)[list(self.file_order)] * self.scale - self.offset
-        nodata = self.out_nodata
         if self.dtype.kind in "ui":
             info = np.iinfo(self.dtype)
             values = np.clip(np.round(values), info.min, info.max)
-            # a valid pixel must not read as no-data: move it one step inwards
-            values[values == nodata] = nodata + (1 if nodata < info.max else -1)
-        elif not np.isnan(nodata):
-            values[values == nodata] = np.nextafter(nodata, np.inf, dtype=self.dtype)
-        out = values.astype(self.dtype)
-        out[:, ~valid] = nodata
+        out = self._off_nodata(values).astype(self.dtype)
+        out[:, ~valid] = self.out_nodata
         return out
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ def predict_scene(
     bands: str | Sequence[int] | None = None,
     scale: float = OPTICAL_SCALE,
     offset: float = 0.0,
-    sar_bands: Sequence[int] = (1, 2),
+    sar_bands: str | Sequence[int] = (1, 2),
     sar_units: SarUnits = "db",
     sar_resampling: str = "nearest",
     mask: str | Path | None = None,
@@ -128,7 +128,8 @@ def predict_scene(
         tiles = TileGrid(grid.height, grid.width, tile, overlap)
         stats.tiles = len(tiles)
         stats.settings = dict(cloudy=str(cloudy), sar=str(sar) if sar else None, bands=list(optical.bands),
-                              scale=scale, offset=offset, sar_bands=list(sar_bands), sar_units=sar_units,
+                              scale=scale, offset=offset, sar_units=sar_units,
+                              sar_bands=list(sar_layer.bands) if sar_layer else None,
                               sar_resampling=sar_resampling, mask=str(mask) if mask else None, tile=tile,
                               overlap=overlap, batch_size=batch_size, device=str(device), precision=precision,
                               model=getattr(model, "registry_name", type(model).__name__),
@@ -195,7 +196,7 @@ def predict_scene(
                 if not blender.finished():  # pragma: no cover - a bookkeeping bug, never bad input
                     raise RuntimeError("tile blending left cells unwritten")
                 dst.close()
-                _to_cog(work, final_tmp)
+                _to_cog(work, final_tmp, float_data=optical.dtype.kind == "f")
             finally:
                 work.unlink(missing_ok=True)
     stats.valid_fraction = valid_pixels / (grid.height * grid.width)
@@ -207,7 +208,9 @@ def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> Any:
     from m3rcr.data.scene import WarpedLayer, open_raster
 
     src = stack.enter_context(open_raster(path, "cloud mask"))
-    layer = WarpedLayer(src, grid, (1,), resampling="nearest", dtype="float32", what="cloud mask")
+    # 0 means clear even where a mask copied from an optical profile declares nodata=0
+    layer = WarpedLayer(src, grid, (1,), resampling="nearest", dtype="float32", what="cloud mask",
+                        use_source_nodata=False)
     stack.callback(layer.close)
     return layer
 
@@ -228,14 +231,14 @@ def _copy_band_metadata(optical: OpticalScene, dst: Any) -> None:
     dst.units = tuple(src.units[b - 1] or "" for b in order)
     dst.scales = tuple(src.scales[b - 1] for b in order)
     dst.offsets = tuple(src.offsets[b - 1] for b in order)
-    dst.update_tags(**{k: v for k, v in src.tags().items() if k != "AREA_OR_POINT"}, AREA_OR_POINT=src.tags().get(
-        "AREA_OR_POINT", "Area"), M3RCR_BANDS=",".join(map(str, order)))
+    tags = src.tags()
+    dst.update_tags(**{**tags, "AREA_OR_POINT": tags.get("AREA_OR_POINT", "Area")},
+                    M3RCR_BANDS=",".join(map(str, order)))
 
 
-def _to_cog(work: Path, out: Path) -> None:
+def _to_cog(work: Path, out: Path, float_data: bool) -> None:
     """Copy the finished work file to a compressed cloud-optimized GeoTIFF with overviews."""
-    with rasterio.open(work) as src:
-        predictor = 3 if src.dtypes[0].startswith("float") else 2
+    predictor = 3 if float_data else 2  # floating-point or horizontal-difference predictor
     rasterio.shutil.copy(work, out, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512,
                          OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER")
 
@@ -244,7 +247,6 @@ def write_stats(path: str | Path, stats: PredictStats) -> None:
     """The run's statistics and settings as JSON (written atomically)."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(asdict(stats), indent=1))
-
 
 
 def _progress(total: int, enabled: bool, name: str) -> Any:
