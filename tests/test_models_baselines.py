@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY
 from torch.utils.data import DataLoader
 
 from m3rcr.cli import main
@@ -16,16 +17,6 @@ from m3rcr.models import create_model, list_models, load_model, save_checkpoint
 from m3rcr.models.blocks import DynamicFilterFusion, SwinBlock, WindowAttention
 from m3rcr.models.discriminators import create_discriminator
 
-TINY = {
-    "aligncr": dict(features=8, growth=4, convs_per_block=2, blocks=2, num_heads=2, war_blocks=1, head_channels=16,
-                    deformable_groups=2),
-    "dsen2cr": dict(features=8, blocks=2),
-    "glfcr": dict(features=8, growth=4, layers_per_block=2, blocks=2, num_heads=2, head_channels=16),
-    "mcgan": dict(base_channels=4),
-    "spagan": dict(channels=8),
-    "saroptcgan": dict(base_channels=4),
-}
-TINY["aligncr_wo_sar"] = TINY["aligncr_wo_align"] = TINY["aligncr"]
 GANS = {"mcgan": "two_stream", "spagan": "two_stream", "saroptcgan": "patchgan"}
 
 

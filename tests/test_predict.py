@@ -13,6 +13,7 @@ import torch
 from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
+from tiny_models import TINY
 
 from m3rcr.cli import main
 from m3rcr.data.preprocess import normalize_sar
@@ -328,6 +329,8 @@ def test_errors_name_the_file_and_leave_nothing(small_scene: dict[str, Path], tm
     out = tmp_path / "out" / "pred.tif"
     with pytest.raises(DataError, match=r"band\(s\) 5 do not exist"):
         predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], bands="2,3,4,5", progress=False)
+    with pytest.raises(DataError, match="--sar-bands 1,1 names a band twice"):
+        predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], sar_bands="1,1", progress=False)
     # SAR somewhere else on Earth
     far = tmp_path / "far.tif"
     with rasterio.open(small_scene["sar"]) as s:
@@ -374,16 +377,6 @@ def test_errors_name_the_file_and_leave_nothing(small_scene: dict[str, Path], tm
 
 
 # --------------------------------------------------------------------------- the command, every model
-TINY = {
-    "aligncr": dict(features=8, growth=4, convs_per_block=1, blocks=1, num_heads=2, war_blocks=1, head_channels=16,
-                    deformable_groups=2),
-    "dsen2cr": dict(features=8, blocks=1),
-    "glfcr": dict(features=8, growth=4, layers_per_block=1, blocks=1, num_heads=2, head_channels=16),
-    "mcgan": dict(base_channels=2),
-    "spagan": dict(channels=4),
-    "saroptcgan": dict(base_channels=2),
-}
-TINY["aligncr_wo_sar"] = TINY["aligncr_wo_align"] = TINY["aligncr"]
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
