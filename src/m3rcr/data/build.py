@@ -39,10 +39,12 @@ from m3rcr.data.scene import (
     Grid,
     WarpedLayer,
     bounded_block_cache,
-    covered_fraction,
     grid_of,
     open_raster,
     parse_bands,
+    picked_dtype,
+    require_float_sar,
+    require_overlap,
     sar_to_db,
 )
 from m3rcr.errors import DataError
@@ -452,23 +454,14 @@ class SceneReader:
         return layer
 
     def _require_overlap(self, src, grid: Grid, what: str) -> None:
-        if covered_fraction(src, grid) <= 0:
-            b = ", ".join(f"{v:.2f}" for v in grid.bounds)
-            raise DataError(src.name, f"{what} does not overlap the optical scene {self.scene.cloudy} "
-                                      f"(its footprint, in {grid.crs.to_string()}, misses the scene's "
-                                      f"bounds ({b}))")
+        require_overlap(src, grid, what, f"the optical scene {self.scene.cloudy}")
 
     def _open(self) -> None:
         s = self.scene
         # the cloudy scene defines the optical grid and is read directly (no resampling at all)
         self.cloudy = self._open_raster(s.cloudy, "cloudy optical scene")
         self.bands = parse_bands(s.bands, self.cloudy.count, s.cloudy)
-        self.dtype = np.dtype(self.cloudy.dtypes[self.bands[0] - 1])
-        if len({self.cloudy.dtypes[b - 1] for b in self.bands}) > 1:
-            raise DataError(s.cloudy, "the picked bands have different data types")
-        if self.dtype.kind not in "uif":
-            raise DataError(s.cloudy, f"cloudy optical scene has dtype {self.dtype}; expected integer or "
-                                      "float")
+        self.dtype = picked_dtype(self.cloudy, self.bands, "cloudy optical scene")
         file_nodata = self.cloudy.nodatavals[self.bands[0] - 1]
         # written tiles keep the input's no-data value; without one, 0 (PlanetScope's blackfill)
         self.nodata = float(file_nodata) if file_nodata is not None else 0.0
@@ -478,10 +471,7 @@ class SceneReader:
         # cloud-free: nearest onto the cloudy grid, so an aligned scene is copied pixel for pixel
         cf = self._open_raster(s.cloudfree, "cloud-free optical scene")
         cf_bands = parse_bands(s.cloudfree_bands or s.bands, cf.count, s.cloudfree)
-        cf_dtype = np.dtype(cf.dtypes[cf_bands[0] - 1])
-        if cf_dtype.kind not in "uif":
-            raise DataError(s.cloudfree, f"cloud-free optical scene has dtype {cf_dtype}; expected "
-                                         "integer or float")
+        cf_dtype = picked_dtype(cf, cf_bands, "cloud-free optical scene")
         self._require_overlap(cf, self.grid, "cloud-free optical scene")
         cf_nodata = cf.nodatavals[cf_bands[0] - 1]
         self.cf_nodata = float(cf_nodata) if cf_nodata is not None else 0.0
@@ -489,9 +479,7 @@ class SceneReader:
                                     dtype=cf_dtype.name, nodata=self.cf_nodata)
 
         sar = self._open_raster(s.sar, "SAR image")
-        if not sar.dtypes[0].startswith("float"):
-            raise DataError(s.sar, f"SAR image has dtype {sar.dtypes[0]}; expected float backscatter "
-                                   "(dB, or linear power with sar_units: linear)")
+        require_float_sar(sar, "SAR image", "sar_units: linear")
         self._require_overlap(sar, self.tiles.lowres, "SAR image")
         # linear power is resampled as power and converted to dB afterwards (averaging dB would bias it)
         self.sar = self._warp(sar, self.tiles.lowres, s.sar_bands, "SAR image",

@@ -140,6 +140,33 @@ def covered_fraction(src: rasterio.io.DatasetReader, grid: Grid) -> float:
     return w * h / max((gr - gl) * (gt - gb), 1e-300)
 
 
+def require_overlap(src: rasterio.io.DatasetReader, grid: Grid, what: str, scene: str = "the optical scene"
+                    ) -> float:
+    """The fraction of ``grid`` that ``src`` covers (see :func:`covered_fraction`); none is a :class:`DataError`."""
+    fraction = covered_fraction(src, grid)
+    if fraction <= 0:
+        raise DataError(src.name, f"{what} does not overlap {scene} (its footprint, in {grid.crs.to_string()}, "
+                                  f"misses the scene's bounds {_fmt(grid.bounds)})")
+    return fraction
+
+
+def require_float_sar(src: rasterio.io.DatasetReader, what: str, linear_hint: str) -> None:
+    """SAR backscatter must be stored as floats (dB or linear power); ``linear_hint`` says how to pick linear."""
+    if not src.dtypes[0].startswith("float"):
+        raise DataError(src.name, f"{what} has dtype {src.dtypes[0]}; expected float backscatter "
+                                  f"(dB, or linear power with {linear_hint})")
+
+
+def picked_dtype(src: rasterio.io.DatasetReader, bands: Sequence[int], what: str) -> np.dtype:
+    """The data type of the picked optical bands: one type for all of them, integer or float."""
+    if len({src.dtypes[b - 1] for b in bands}) > 1:
+        raise DataError(src.name, "the picked bands have different data types")
+    dtype = np.dtype(src.dtypes[bands[0] - 1])
+    if dtype.kind not in "uif":
+        raise DataError(src.name, f"{what} has dtype {dtype}; expected integer or float reflectance")
+    return dtype
+
+
 class WarpedLayer:
     """Windows of a raster warped onto a target grid (any source CRS and resolution).
 
@@ -205,14 +232,8 @@ class SarLayer:
         self.path, self.units = Path(path), units
         self.src = open_raster(path, what)
         try:
-            if not self.src.dtypes[0].startswith("float"):
-                raise DataError(path, f"{what} has dtype {self.src.dtypes[0]}; expected float backscatter "
-                                      "(dB, or linear power with --sar-units linear)")
-            fraction = covered_fraction(self.src, grid)
-            if fraction <= 0:
-                raise DataError(path, f"{what} does not overlap the optical scene (its footprint, in "
-                                      f"{grid.crs.to_string()}, misses the scene's bounds {_fmt(grid.bounds)})")
-            self.covered_fraction = fraction
+            require_float_sar(self.src, what, "--sar-units linear")
+            self.covered_fraction = require_overlap(self.src, grid, what)
             self.bands = parse_bands(bands, self.src.count, path, names=SAR_BANDS, option="--sar-bands")
             self.layer = WarpedLayer(self.src, grid, self.bands, resampling=resampling, what=what)
         except BaseException:
@@ -262,11 +283,7 @@ class OpticalScene:
         try:
             self.bands = parse_bands(bands, self.src.count, path)
             self.grid = grid_of(self.src)
-            self.dtype = np.dtype(self.src.dtypes[self.bands[0] - 1])
-            if len({self.src.dtypes[b - 1] for b in self.bands}) > 1:
-                raise DataError(path, "the picked bands have different data types")
-            if self.dtype.kind not in "uif":
-                raise DataError(path, f"{what} has dtype {self.dtype}; expected integer or float reflectance")
+            self.dtype = picked_dtype(self.src, self.bands, what)
             self.nodata = self.src.nodatavals[self.bands[0] - 1]
         except BaseException:
             self.src.close()
