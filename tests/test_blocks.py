@@ -124,6 +124,48 @@ def test_deformable_conv_starts_as_a_half_masked_convolution() -> None:
     torch.testing.assert_close(shifted[..., 1:-1], ref[..., 1:-1], atol=1e-4, rtol=1e-4)  # away from the borders
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 13, 17, 2), (1, 6, 2, 5, 3), (3, 4, 9, 9, 1)])
+def test_sampling_deform_conv_equals_torchvision(shape: tuple[int, ...]) -> None:
+    """The CPU kernel is the same function as torchvision's, values and every gradient (float64), with
+    offsets large enough to leave the image on every side."""
+    from torchvision.ops import deform_conv2d
+
+    from m3rcr.models.blocks import sampled_deform_conv2d
+
+    b, c, h, w, g = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(b, c, h, w, dtype=torch.float64, generator=gen)
+    offset = torch.randn(b, 2 * g * 9, h, w, dtype=torch.float64, generator=gen) * 3
+    mask = torch.rand(b, g * 9, h, w, dtype=torch.float64, generator=gen)
+    weight = torch.randn(5, c, 3, 3, dtype=torch.float64, generator=gen)
+    bias = torch.randn(5, dtype=torch.float64, generator=gen)
+    inputs = [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
+    ref = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    out = sampled_deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    torch.testing.assert_close(out, ref, atol=1e-11, rtol=1e-11)
+    for a, b_ in zip(torch.autograd.grad(ref.sin().sum(), inputs), torch.autograd.grad(out.sin().sum(), inputs)):
+        torch.testing.assert_close(b_, a, atol=1e-10, rtol=1e-10)
+
+
+def test_deformable_conv_kernels_agree_inside_the_module() -> None:
+    from m3rcr.models.blocks import deform_conv_impl
+
+    torch.manual_seed(5)
+    dcn = ModulatedDeformConv(8, 8, deformable_groups=2)
+    torch.nn.init.normal_(dcn.conv_offset.weight, std=0.3)
+    x, guide = torch.randn(2, 8, 12, 10), torch.randn(2, 8, 12, 10)
+    outs = {}
+    for impl in ("torchvision", "sampling", "auto"):
+        with torch.no_grad(), deform_conv_impl(dcn, impl):
+            outs[impl] = dcn(x, guide)
+    assert dcn.impl == "auto"  # restored
+    torch.testing.assert_close(outs["sampling"], outs["torchvision"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs["auto"], outs["sampling"])  # CPU picks the sampling kernel
+    dcn.impl = "fast"
+    with pytest.raises(ValueError, match="impl"):
+        dcn(x, guide)
+
+
 def test_wide_activation_block() -> None:
     torch.manual_seed(4)
     block = WideActivationBlock(8)

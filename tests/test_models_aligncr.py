@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED
+from conftest import SHARED, shared_file
 
 from m3rcr.cli import main
 from m3rcr.errors import DataError
@@ -19,13 +19,14 @@ from m3rcr.models.convert import convert_checkpoint, convert_state_dict, map_key
 
 GOLDEN = SHARED / "golden" / "aligncr_small.pt"
 KEYS_TSV = SHARED / "specs" / "aligncr_official_keys.tsv"
+# residual_init=False: a random, not an identity, function, so that shape and batch tests mean something
 TINY = dict(features=16, growth=8, convs_per_block=2, blocks=2, num_heads=2, window=8, war_blocks=1,
-            head_channels=16, deformable_groups=2)
+            head_channels=16, deformable_groups=2, residual_init=False)
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(GOLDEN, weights_only=True)
+    return torch.load(shared_file(GOLDEN), weights_only=True)
 
 
 def _authors_file(golden: dict, path: Path) -> Path:
@@ -57,7 +58,7 @@ def test_bare_state_dict_converts_too(golden: dict) -> None:
 
 def test_every_official_key_maps_onto_the_default_model() -> None:
     """The authors' 921 state-dict entries (default configuration) fill our default model exactly."""
-    rows = [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in shared_file(KEYS_TSV).read_text().splitlines()[1:]]
     assert len(rows) == 921
     state = {k: torch.zeros([int(s) for s in shape.split("x")]) for k, shape, *_ in rows}
     name, config, ours = convert_state_dict(state)
@@ -115,7 +116,7 @@ def test_batch_items_are_independent() -> None:
 
 
 def test_zero_head_returns_the_cloudy_input() -> None:
-    model = create_model("aligncr", **TINY).eval()
+    model = create_model("aligncr", **TINY).eval()  # a random head, zeroed by hand
     torch.nn.init.zeros_(model.head[-1].weight)
     torch.nn.init.zeros_(model.head[-1].bias)
     x = torch.rand(2, 4, 40, 56)
@@ -125,7 +126,7 @@ def test_zero_head_returns_the_cloudy_input() -> None:
 
 def test_every_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
-    model = create_model("aligncr", **TINY)
+    model = create_model("aligncr", **TINY)  # residual_init=False: a zero last convolution passes no gradient
     # offset convolutions start at zero (plain convolutions), which blocks gradients to everything
     # that feeds them until the first update; move them off zero as training would
     for m in model.modules():
@@ -272,7 +273,7 @@ def test_macs_follow_the_padded_size() -> None:
 
 
 def _official_rows() -> list[list[str]]:
-    return [line.split("\t") for line in KEYS_TSV.read_text().splitlines()[1:]]
+    return [line.split("\t") for line in shared_file(KEYS_TSV).read_text().splitlines()[1:]]
 
 
 @pytest.mark.parametrize("ablation", ["aligncr_wo_sar", "aligncr_wo_align"])

@@ -41,8 +41,11 @@ def _flop_formulas() -> dict[Any, Any]:
 def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass: convolutions (deformable included), linear layers and
     matrix products (attention), as counted by ``torch.utils.flop_counter`` (FLOPs = 2 x MACs)."""
+    from m3rcr.models.blocks import deform_conv_impl
+
     counter = FlopCounterMode(display=False, custom_mapping=_flop_formulas())
-    with torch.no_grad(), counter:
+    # torchvision's operator, which the formula above counts (the CPU sampling kernel would count as a matmul)
+    with torch.no_grad(), deform_conv_impl(model, "torchvision"), counter:
         model(*inputs)
     return counter.get_total_flops() // 2
 

@@ -26,6 +26,7 @@ from torch import nn
 from m3rcr.models.blocks import (
     DynamicFilterFusion,
     ModulatedDeformConv,
+    ReconstructionHead,
     ResidualDenseBlock,
     ShallowFeatures,
     check_inputs,
@@ -159,6 +160,9 @@ class AlignCR(nn.Module):
         head_channels: width of the reconstruction head before pixel shuffle (256, whatever ``features``).
         use_sar: False gives the "w/o SAR" ablation (no SAR stream at all).
         use_align: False gives the "w/o Align" ablation (SAR features reach the dense blocks unaligned).
+        residual_init: start as the identity (zero last convolution, ICNR before the pixel shuffle; see
+            :class:`~m3rcr.models.blocks.ReconstructionHead`); False: PyTorch's default initialisation, as
+            the authors' code. Loaded weights replace either.
 
     As in the authors' network, the last block's SAR update (``blocks[-1].fusion.opt_to_sar``) feeds
     nothing downstream: its parameters exist (and are in the authors' checkpoints) but get no gradient.
@@ -184,6 +188,7 @@ class AlignCR(nn.Module):
         head_channels: int = 256,
         use_sar: bool = True,
         use_align: bool = True,
+        residual_init: bool = True,
     ) -> None:
         super().__init__()
         if war_linear_channels is None:
@@ -205,8 +210,7 @@ class AlignCR(nn.Module):
             for i in range(blocks)
         )
         self.gff = nn.Sequential(conv1x1(blocks * features, features), conv3x3(features, features))
-        self.head = nn.Sequential(conv3x3(features, head_channels), nn.PixelShuffle(2),
-                                  conv3x3(head_channels // 4, out_channels))
+        self.head = ReconstructionHead(features, head_channels, out_channels, residual_init)
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""

@@ -6,7 +6,9 @@ that fuse two modalities take a ``sar`` switch; without it they are the ordinary
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,36 @@ class ShallowFeatures(nn.Module):
         return first, self.blocks(first)
 
 
+def icnr_(conv: nn.Conv2d, scale: int = 2) -> None:
+    """ICNR initialisation (Aitken et al. 2017) of a convolution followed by ``PixelShuffle(scale)``: the
+    ``scale**2`` output channels that become one sub-pixel group start with identical weights, so the
+    untrained layer is a convolution followed by nearest-neighbour upsampling (no checkerboard)."""
+    groups = scale * scale
+    if conv.out_channels % groups:
+        raise ValueError(f"{conv.out_channels} output channels do not pixel-shuffle by {scale}")
+    base = nn.Conv2d(conv.in_channels, conv.out_channels // groups, conv.kernel_size, padding=conv.padding)
+    with torch.no_grad():
+        conv.weight.copy_(base.weight.repeat_interleave(groups, dim=0))
+        if conv.bias is not None:
+            conv.bias.copy_(base.bias.repeat_interleave(groups, dim=0))
+
+
+class ReconstructionHead(nn.Sequential):
+    """conv3x3 to ``head_channels``, pixel shuffle x2, conv3x3 to the output bands (Align-CR, GLF-CR).
+
+    ``residual_init``: the pixel-shuffle convolution starts with ICNR and the last convolution at zero,
+    so that a network adding this head to its input starts as the identity and its first updates carry
+    no sub-pixel (checkerboard) pattern. False keeps PyTorch's default initialisation.
+    """
+
+    def __init__(self, channels: int, head_channels: int, out_channels: int, residual_init: bool = True) -> None:
+        super().__init__(conv3x3(channels, head_channels), nn.PixelShuffle(2), conv3x3(head_channels // 4, out_channels))
+        if residual_init:
+            icnr_(self[0])
+            nn.init.zeros_(self[2].weight)
+            nn.init.zeros_(self[2].bias)
+
+
 class ResBlock(nn.Module):
     """``x + conv3(lrelu(conv3(x)))`` with LeakyReLU(0.1)."""
 
@@ -112,9 +144,15 @@ class ModulatedDeformConv(nn.Module):
     """Modulated deformable convolution v2 (3x3) whose offsets and masks come from a guide feature map.
 
     ``conv_offset`` maps the guide to ``3 * groups * 9`` channels: offsets are the first
-    ``2 * groups * 9`` (torchvision's layout), the mask the sigmoid of the rest. The convolution itself
-    is ``torchvision.ops.deform_conv2d``.
+    ``2 * groups * 9`` (torchvision's layout), the mask the sigmoid of the rest.
+
+    ``impl`` picks the kernel: ``torchvision`` (``torchvision.ops.deform_conv2d``), ``sampling``
+    (:func:`sampled_deform_conv2d`, the same function built from ``grid_sample`` and a matrix product)
+    or ``auto``: ``sampling`` on CPU, where torchvision's backward pass is 5-10x slower, torchvision
+    elsewhere.
     """
+
+    impl: str = "auto"
 
     def __init__(self, in_channels: int, out_channels: int, deformable_groups: int = 8,
                  guide_channels: int | None = None, kernel_size: int = 3) -> None:
@@ -140,15 +178,63 @@ class ModulatedDeformConv(nn.Module):
         t = self.conv_offset(guide)
         n_offset = 2 * self.deformable_groups * self.kernel_size * self.kernel_size
         offset, mask = t[:, :n_offset], torch.sigmoid(t[:, n_offset:])
+        if self.impl not in ("auto", "torchvision", "sampling"):
+            raise ValueError(f"impl must be 'auto', 'torchvision' or 'sampling', got {self.impl!r}")
+        sampling = self.impl == "sampling" or (self.impl == "auto" and x.device.type == "cpu")
+        kernel = sampled_deform_conv2d if sampling and min(x.shape[-2:]) > 1 else deform_conv2d
+        pad = self.kernel_size // 2
         if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
-            return deform_conv2d(x, offset, self.weight, self.bias, padding=self.kernel_size // 2, mask=mask)
+            return kernel(x, offset, self.weight, self.bias, padding=pad, mask=mask)
         # bilinear sampling needs float32 (torchvision has no half-precision CPU kernel; on CUDA its
         # autocast rule does the same); the result stays float32, as autocast does for precision-bound ops
         autocast = torch.is_autocast_enabled(x.device.type)
         with torch.autocast(x.device.type, enabled=False):
-            out = deform_conv2d(x.float(), offset.float(), self.weight.float(), self.bias.float(),
-                                padding=self.kernel_size // 2, mask=mask.float())
+            out = kernel(x.float(), offset.float(), self.weight.float(), self.bias.float(), padding=pad,
+                         mask=mask.float())
         return out if autocast else out.to(x.dtype)
+
+
+@contextlib.contextmanager
+def deform_conv_impl(model: nn.Module, impl: str) -> Iterator[None]:
+    """Run every :class:`ModulatedDeformConv` of ``model`` with kernel ``impl`` inside the block."""
+    convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv)]
+    before = [m.impl for m in convs]
+    try:
+        for m in convs:
+            m.impl = impl
+        yield
+    finally:
+        for m, old in zip(convs, before):
+            m.impl = old
+
+
+def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          padding: int, mask: torch.Tensor) -> torch.Tensor:
+    """Modulated deformable convolution (stride 1, dilation 1) as bilinear sampling plus a matrix product.
+
+    The same function as ``torchvision.ops.deform_conv2d`` with the same argument layouts (offsets as
+    (dy, dx) per group and tap, zero outside the image), built from ``grid_sample`` so that autograd
+    uses its fast backward pass. Needs H, W >= 2 (``align_corners`` maps a single row to one point).
+    """
+    b, c, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    taps = k * k
+    groups = mask.shape[1] // taps
+    dt, dev = x.dtype, x.device
+    tap_y, tap_x = torch.meshgrid(torch.arange(k, device=dev, dtype=dt), torch.arange(k, device=dev, dtype=dt),
+                                  indexing="ij")
+    off = offset.view(b, groups, taps, 2, h, w)
+    rows = torch.arange(h, device=dev, dtype=dt).view(1, 1, 1, h, 1)
+    cols = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, 1, w)
+    y = rows + (tap_y.reshape(1, 1, taps, 1, 1) - padding) + off[:, :, :, 0]
+    xx = cols + (tap_x.reshape(1, 1, taps, 1, 1) - padding) + off[:, :, :, 1]
+    # align_corners=True: -1 and 1 are the centres of the first and last pixels
+    grid = torch.stack([xx * (2.0 / (w - 1)) - 1, y * (2.0 / (h - 1)) - 1], dim=-1).view(b * groups, taps * h, w, 2)
+    sampled = F.grid_sample(x.reshape(b * groups, c // groups, h, w), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+    sampled = sampled.view(b, groups, c // groups, taps, h, w) * mask.view(b, groups, 1, taps, h, w)
+    out = torch.matmul(weight.reshape(c_out, c * taps), sampled.reshape(b, c * taps, h * w)).view(b, c_out, h, w)
+    return out + bias.view(1, -1, 1, 1) if bias is not None else out
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device: torch.device | None = None

@@ -32,11 +32,12 @@ class ScaledResBlock(nn.Module):
 class DSen2CR(nn.Module):
     """DSen2-CR; the defaults are the published configuration (B = 16 blocks, F = 256 features, 0.1 scaling).
 
-    ``use_sar=False`` drops the SAR input (an optical-only variant, not in the paper).
+    ``use_sar=False`` drops the SAR input (an optical-only variant, not in the paper). ``residual_init``
+    zeroes the tail so the untrained network is the identity (False: PyTorch's default initialisation).
     """
 
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, features: int = 256,
-                 blocks: int = 16, res_scale: float = 0.1, use_sar: bool = True) -> None:
+                 blocks: int = 16, res_scale: float = 0.1, use_sar: bool = True, residual_init: bool = True) -> None:
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if out_channels != in_channels:
@@ -45,6 +46,9 @@ class DSen2CR(nn.Module):
         self.head = conv3x3(in_channels + (sar_channels if use_sar else 0), features)
         self.body = nn.Sequential(*(ScaledResBlock(features, res_scale) for _ in range(blocks)))
         self.tail = conv3x3(features, out_channels)
+        if residual_init:  # start as the identity: the long skip carries the cloudy input through
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""

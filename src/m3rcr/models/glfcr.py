@@ -21,6 +21,7 @@ from torch import nn
 
 from m3rcr.models.blocks import (
     DynamicFilterFusion,
+    ReconstructionHead,
     SwinBlock,
     check_inputs,
     conv1x1,
@@ -76,6 +77,7 @@ class GLFCR(nn.Module):
         num_heads, window, mlp_ratio: attention settings (8, 8, 2.0).
         drop_path: the largest stochastic-depth rate; rates rise linearly over the D x C layers (0.2).
         filter_size: dynamic filter size (5); head_channels: reconstruction width before pixel shuffle (256).
+        residual_init: start as the identity (see :class:`~m3rcr.models.blocks.ReconstructionHead`).
     """
 
     use_sar = True  #: fuses SAR
@@ -83,7 +85,7 @@ class GLFCR(nn.Module):
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, features: int = 96,
                  growth: int = 48, layers_per_block: int = 5, blocks: int = 6, num_heads: int = 8, window: int = 8,
                  mlp_ratio: float = 2.0, drop_path: float = 0.2, filter_size: int = 5,
-                 head_channels: int = 256) -> None:
+                 head_channels: int = 256, residual_init: bool = True) -> None:
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if out_channels != in_channels:
@@ -101,8 +103,7 @@ class GLFCR(nn.Module):
         )
         self.fusions = nn.ModuleList(DynamicFilterFusion(features, filter_size) for _ in range(blocks))
         self.gff = nn.Sequential(conv1x1(blocks * features, features), conv3x3(features, features))
-        self.head = nn.Sequential(conv3x3(features, head_channels), nn.PixelShuffle(2),
-                                  conv3x3(head_channels // 4, out_channels))
+        self.head = ReconstructionHead(features, head_channels, out_channels, residual_init)
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
