@@ -48,6 +48,31 @@ def test_cloudy_floor_equals_a_direct_computation(cloudy_eval: Path, synth_root:
     assert m["overall"]["mae"] == pytest.approx(np.mean(maes), rel=1e-6)
 
 
+def test_removal_checks_of_the_cloudy_floor_by_hand(cloudy_eval: Path, synth_root: Path) -> None:
+    """The cloud-removal checks pool cloudy pixels over the set; each image's mean fill comes from its own
+    clear pixels. The cloudy input changes no clear pixel and is brighter than the truth under clouds."""
+    ds = M3RCRDataset(synth_root, "test", crop_size=160)
+    err_sum = fill_sum = n_fill = n_cloud = 0.0
+    for i in range(len(ds)):
+        s = ds[i]
+        m = s["cloudmask"].numpy() > 0.5
+        x, y = s["cloudy"].numpy().astype(np.float64), s["cloudfree"].numpy().astype(np.float64)
+        n_cloud += m.sum()
+        if m.any() and (~m).any():
+            fill = x[:, ~m].mean(axis=1)
+            fill_sum += np.abs(fill[:, None] - y[:, m]).sum()
+            err_sum += np.abs(x[:, m] - y[:, m]).sum()
+            n_fill += m.sum()
+    r = json.loads((cloudy_eval / "metrics.json").read_text())["removal"]
+    assert r["cloudy_pixels"] == n_cloud
+    assert r["mae_mean_fill"] == pytest.approx(fill_sum / (4 * n_fill), rel=1e-5)
+    assert r["mae_ratio"] == pytest.approx(err_sum / fill_sum, rel=1e-5)
+    assert r["clear_change"] == 0 and r["clear_changed_fraction"] == 0
+    assert r["grid_ratio"] is not None and all(b > 0.5 for b in r["band_bias"])  # clouds are bright
+    md = (cloudy_eval / "tables.md").read_text()
+    assert "## Cloud-removal checks" in md and (cloudy_eval / "table_removal.csv").is_file()
+
+
 def test_predictions_keep_the_inputs_georeference(cloudy_eval: Path, synth_root: Path) -> None:
     ds = M3RCRDataset(synth_root, "test", crop_size=160)
     s = ds[2]

@@ -118,6 +118,28 @@ def test_sar_misalignment_recorded_and_bounded(synth_root: Path) -> None:
     assert np.abs(shifts).max() <= 9.0 and np.abs(shifts).max() > 1.0 and len(np.unique(shifts)) == shifts.size
 
 
+def test_fixed_sar_shift_moves_only_the_sar(tmp_path: Path) -> None:
+    """A misalignment sweep: every sample's SAR content is displaced by exactly the requested distance,
+    in the same random direction at every level, and nothing else changes."""
+    roots = {px: generate_dataset(tmp_path / f"s{px}", 3, 1, seed=2, config=SynthConfig(sar_shift_px=px))
+             for px in (0.0, 4.0, 12.0)}
+    truth = {px: [s["sar_shift_m"] for s in json.loads((r / "synthetic.json").read_text())["samples"]]
+             for px, r in roots.items()}
+    for px in (4.0, 12.0):
+        lengths = np.hypot(*np.array(truth[px]).T)
+        np.testing.assert_allclose(lengths, px * 3.0, rtol=1e-9)  # optical pixels of 3 m
+        directions = np.array(truth[px]) / lengths[:, None]
+        np.testing.assert_allclose(directions, np.array(truth[12.0]) / (12 * 3.0), atol=1e-9)
+    assert np.abs(np.array(truth[0.0])).max() == 0
+    a, b = M3RCRDataset(roots[0.0], "train"), M3RCRDataset(roots[12.0], "train")
+    for i in range(len(a)):
+        for key in ("cloudy", "cloudfree", "cloudmask", "landcover"):
+            assert np.array_equal(a[i][key].numpy(), b[i][key].numpy()), key
+        assert not np.array_equal(a[i]["sar"].numpy(), b[i]["sar"].numpy())
+    with pytest.raises(ValueError, match=">= 0"):
+        SynthConfig(sar_shift_px=-1)
+
+
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = generate_dataset(tmp_path / "a", 3, 2, seed=7)
     b = generate_dataset(tmp_path / "b", 3, 2, seed=7)

@@ -51,7 +51,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     from m3rcr.data.synthetic import SynthConfig, generate_dataset
 
-    config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes)
+    config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes,
+                         max_sar_shift_px=args.max_sar_shift, sar_shift_px=args.sar_shift)
     with tqdm(total=args.train + args.test, desc="synth", unit="sample", disable=args.quiet) as bar:
         out = generate_dataset(args.out, args.train, args.test, seed=args.seed, config=config,
                                overwrite=args.overwrite, progress=lambda done, total: bar.update(1))
@@ -330,6 +331,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     o = summary["overall"]
     print(f"{args.name or method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
           f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {args.out}")
+    r = summary.get("removal")
+    if r and r.get("mae_ratio") is not None:
+        bias = ", ".join("n/a" if b is None else f"{100 * b:+.1f}" for b in r["band_bias"])
+        grid = "n/a" if r["grid_ratio"] is None else f"{r['grid_ratio']:.2f}"
+        clear = "n/a" if r["clear_change"] is None else f"{100 * r['clear_change']:.2f}"
+        print(f"  cloudy pixels: MAE {100 * r['mae_cloudy']:.2f} (x100) = {r['mae_ratio']:.2f} x the mean fill's; "
+              f"band bias (B, G, R, NIR) {bias} %; grid-artefact ratio {grid}; clear pixels changed by {clear} (x100)")
     return 0
 
 
@@ -430,6 +438,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score_scene(args: argparse.Namespace) -> int:
+    """Cloud-removal measures of a result scene against its cloud-free reference."""
+    from m3rcr.evaluation.removal import TARGETS, format_measures
+    from m3rcr.evaluation.scene import score_scene, write_measures
+
+    measures = score_scene(args.result, args.cloudy, args.reference, args.mask, bands=args.bands, scale=args.scale,
+                           offset=args.offset)
+    print(f"{args.result} against {args.reference}:")
+    print(format_measures(measures))
+    if args.json:
+        write_measures(args.json, measures, {"result": args.result, "cloudy": args.cloudy,
+                                             "reference": args.reference, "mask": args.mask, "targets": TARGETS})
+    failed = [k for k, ok in measures.checks().items() if ok is False]
+    if args.strict and failed:
+        print(f"m3rcr score-scene: the result misses the target(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str) -> None:
     """Before/after quicklook of a predicted scene."""
     from m3rcr.data.scene import read_quicklook
@@ -443,6 +470,24 @@ def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str) -> Non
                              suptitle=f"{Path(cloudy).name} -> {Path(out).name}")
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=100)
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    """Draw a run's training curves from its CSV log."""
+    from m3rcr.reports.figures import history_from_csv, training_curves
+    from m3rcr.utils.files import atomic_path
+
+    log = Path(args.run) / "logs" / "csv" / "metrics.csv"
+    if not log.is_file():
+        raise FileNotFoundError(f"{log}: no CSV log (is {args.run} a run folder of m3rcr train?)")
+    history = history_from_csv(log)
+    if not history:
+        raise ValueError(f"{log}: no epoch has finished yet")
+    out = Path(args.out) if args.out else Path(args.run) / "training_curves.png"
+    with atomic_path(out) as tmp:
+        training_curves(history).savefig(tmp, dpi=100)
+    print(f"{len(history)} epochs -> {out}")
+    return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -476,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patches-per-aoi", type=int, default=4, help="neighbouring tiles per AOI (default: 4)")
     p.add_argument("--sar-holes", type=float, default=0.0, metavar="P",
                    help="probability that a SAR tile has a NaN hole (default: 0)")
+    p.add_argument("--max-sar-shift", type=float, default=3.0, metavar="PX",
+                   help="SAR content displaced by up to PX optical pixels along each axis (default: 3)")
+    p.add_argument("--sar-shift", type=float, metavar="PX",
+                   help="instead, displace every sample's SAR content by exactly PX optical pixels in a random "
+                        "direction (the optical images do not change with PX: misalignment sweeps)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -531,6 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN", help="run folder (same as run.dir=RUN)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override (repeatable)")
     p.set_defaults(func=cmd_train, accepts_extra=True)
+
+    p = sub.add_parser("curves", help="draw a run's training curves from its log",
+                       description="Training and validation loss and validation PSNR (mIoU) per epoch, from "
+                                   "RUN/logs/csv/metrics.csv (training draws RUN/training_curves.png itself after "
+                                   "every epoch; this redraws it, e.g. for runs of earlier versions).")
+    p.add_argument("run", metavar="RUN", help="a run folder of m3rcr train")
+    p.add_argument("--out", metavar="PNG", help="output image (default: RUN/training_curves.png)")
+    p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
                        description="Image-reconstruction metrics of the M3R-CR benchmark (MAE, PSNR, SSIM, SAM) "
@@ -626,6 +684,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", metavar="JSON", help="also write the run's statistics and settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score-scene", help="does a result remove clouds? measures against trivial baselines",
+                       description="Score a cloud-removed scene against its cloud-free reference on the cloudy "
+                                   "pixels: MAE relative to filling clouds with the scene's mean clear-sky "
+                                   "reflectance, per-band bias under clouds, grid-artefact ratio (2x2 checkerboard "
+                                   "and stripe energy relative to the reference's) and the change of clear pixels. "
+                                   "All rasters on the cloudy scene's grid.",
+                       epilog="example: m3rcr score-scene --result clear.tif --cloudy cloudy.tif "
+                              "--reference cloudfree.tif --mask cloudmask.tif")
+    p.add_argument("--result", required=True, metavar="OUT.tif", help="the cloud-removed scene (m3rcr predict)")
+    p.add_argument("--cloudy", required=True, metavar="SCENE", help="the cloudy input scene")
+    p.add_argument("--reference", required=True, metavar="REF.tif", help="the cloud-free reference scene")
+    p.add_argument("--mask", required=True, metavar="MASK.tif", help="cloud mask (non-zero = cloudy)")
+    p.add_argument("--bands", metavar="B,G,R,NIR", help="bands of the cloudy and reference scenes (as for predict)")
+    p.add_argument("--scale", type=float, default=10000.0, help="reflectance = (value + offset) / scale")
+    p.add_argument("--offset", type=float, default=0.0)
+    p.add_argument("--json", metavar="JSON", help="also write the measures as JSON")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    p.set_defaults(func=cmd_score_scene)
 
     p = sub.add_parser("benchmark", help="the whole benchmark: train, evaluate, measure, report",
                        description="Train (or load) every method of a benchmark configuration (configs/benchmark.yaml), "

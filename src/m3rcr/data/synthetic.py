@@ -92,7 +92,10 @@ class SynthConfig:
     optical_res: float = 3.0  #: metres
     sar_res: float = 10.0  #: metres
     patches_per_aoi: int = 4  #: neighbouring tiles cut from each AOI (at most 9)
-    max_sar_shift_px: float = 3.0  #: largest misalignment of SAR content, in optical pixels
+    max_sar_shift_px: float = 3.0  #: largest misalignment of SAR content, in optical pixels (each axis uniform)
+    #: if set, every sample's SAR content is displaced by exactly this many optical pixels, in a random
+    #: direction (instead of ``max_sar_shift_px``); the optical images and clouds stay the same for any value
+    sar_shift_px: float | None = None
     sar_hole_probability: float = 0.0  #: chance that a SAR tile has a NaN hole (exercises NaN filling)
 
     def __post_init__(self) -> None:
@@ -101,6 +104,8 @@ class SynthConfig:
             raise ValueError(f"size {self.size} at {self.optical_res} m does not fill whole {self.sar_res} m pixels")
         if not 1 <= self.patches_per_aoi <= 9:
             raise ValueError("patches_per_aoi must be between 1 and 9")
+        if self.max_sar_shift_px < 0 or (self.sar_shift_px is not None and self.sar_shift_px < 0):
+            raise ValueError("SAR shifts are distances: they must be >= 0")
 
     @property
     def sar_size(self) -> int:
@@ -376,7 +381,12 @@ def generate_sample(
     fine = (np.arange(n_sar * sub) + 0.5) * (r_sar / sub)
     xs_lc, ys_lc = ax + fine, ay + fine
     max_shift = config.max_sar_shift_px * r_opt
-    shift = rng.uniform(-max_shift, max_shift, size=2)  # (east, south) displacement of SAR content
+    if config.sar_shift_px is None:
+        shift = rng.uniform(-max_shift, max_shift, size=2)  # (east, south) displacement of SAR content
+    else:  # the same two draws as above, so nothing else in the sample changes with the shift
+        u = rng.uniform(-1.0, 1.0, size=2)
+        angle = math.atan2(u[1], u[0])
+        shift = config.sar_shift_px * r_opt * np.array([math.cos(angle), math.sin(angle)])
 
     s_opt = scene.sample(ys_opt, xs_opt)
     s_lc = scene.sample(ys_lc, xs_lc)

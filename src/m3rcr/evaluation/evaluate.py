@@ -31,7 +31,14 @@ from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
 from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
 from m3rcr.reports.figures import metrics_by_cloud_cover, ndvi_by_cloud_cover, ndvi_density, qualitative_grid
-from m3rcr.reports.tables import markdown_report, table_ndvi, table_per_bin, table_per_class, write_table
+from m3rcr.reports.tables import (
+    markdown_report,
+    table_ndvi,
+    table_per_bin,
+    table_per_class,
+    table_removal,
+    write_table,
+)
 from m3rcr.utils.files import atomic_path
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
@@ -120,7 +127,8 @@ def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]],
     for stem, title, table in (
             ("table_per_class", "Table II (a): overall and per land-cover class", table_per_class(results)),
             ("table_per_bin", "Table II (b): per cloud-cover level", table_per_bin(results)),
-            ("table_ndvi", "Table IV: NDVI agreement", table_ndvi(results))):
+            ("table_ndvi", "Table IV: NDVI agreement", table_ndvi(results)),
+            ("table_removal", "Cloud-removal checks", table_removal(results))):
         write_table(out, stem, title, *table)
     figures = {"fig_metrics_by_cloud_cover.png": metrics_by_cloud_cover(results),
                "fig_ndvi_by_cloud_cover.png": ndvi_by_cloud_cover(results)}
@@ -170,7 +178,7 @@ def evaluate(
         if clip:
             pred = pred.clamp(0, 1)
         acc.update(pred, batch["cloudfree"], batch["landcover"], batch["cloudmask"],
-                   [float(c) for c in batch["cloud_cover"]], batch["name"])
+                   [float(c) for c in batch["cloud_cover"]], batch["name"], cloudy=batch["cloudy"])
         for i, name in enumerate(batch["name"]):
             if save_predictions:
                 write_prediction(out / "predictions" / f"{name}.tif", pred[i], batch["crs"][i], batch["transform"][i])
@@ -204,33 +212,45 @@ def read_prediction(path: Path) -> torch.Tensor:
         return torch.from_numpy(src.read().astype(np.float32) / 10000.0)
 
 
-def compare(folders: Sequence[str | Path], out: str | Path, names: Sequence[str] | None = None,
+def compare(folders: Sequence[str | Path | Sequence[str | Path]], out: str | Path, names: Sequence[str] | None = None,
             figure_count: int = 4) -> dict[str, Any]:
     """Combine several evaluation folders into one set of tables and figures.
 
-    The qualitative figure shows the methods whose folders hold saved predictions, on the samples
-    they share, read again from the evaluated dataset.
+    Each item of ``folders`` is one method: an evaluation folder, or a list of folders (the same method
+    trained with several seeds), whose metrics are averaged with their spread (mean ± std in every table,
+    error bars in the figures; :func:`m3rcr.evaluation.aggregate.aggregate`). The qualitative figure
+    shows the methods whose (first) folders hold saved predictions, on the samples they share, read
+    again from the evaluated dataset.
     """
+    from m3rcr.evaluation.aggregate import aggregate
+
     results: dict[str, Any] = {}
     histograms: dict[str, np.ndarray] = {}
     with_predictions: dict[str, Path] = {}
-    for i, folder in enumerate(folders):
-        path = Path(folder) / "metrics.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not an evaluation folder (no metrics.json)")
-        data = json.loads(path.read_text())
-        label = names[i] if names else data.get("method", Path(folder).name)
-        results[label] = data
-        hist_file = Path(folder) / "ndvi_histogram.npy"
+    first: dict[str, Any] | None = None
+    for i, item in enumerate(folders):
+        group = [Path(item)] if isinstance(item, str | Path) else [Path(f) for f in item]
+        if not group:
+            raise ValueError(f"method {i + 1}: no evaluation folder")
+        runs = []
+        for folder in group:
+            path = folder / "metrics.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: not an evaluation folder (no metrics.json)")
+            data = json.loads(path.read_text())
+            first = first or data
+            for key in ("split", "crop_size"):
+                if data.get(key) != first.get(key):
+                    raise ValueError(f"{path}: {key} {data.get(key)!r} differs from {first.get(key)!r} of the first "
+                                     f"evaluation; compare evaluations of the same images")
+            runs.append(data)
+        label = names[i] if names else runs[0].get("method", group[0].name)
+        results[label] = aggregate(runs)
+        hist_file = group[0] / "ndvi_histogram.npy"
         if hist_file.is_file():
             histograms[label] = np.load(hist_file, allow_pickle=False)
-        first = next(iter(results.values()))
-        for key in ("split", "crop_size"):
-            if data.get(key) != first.get(key):
-                raise ValueError(f"{path}: {key} {data.get(key)!r} differs from {first.get(key)!r} of the first "
-                                 f"evaluation; compare evaluations of the same images")
-        if (Path(folder) / "predictions").is_dir():
-            with_predictions[label] = Path(folder) / "predictions"
+        if (group[0] / "predictions").is_dir():
+            with_predictions[label] = group[0] / "predictions"
     out = Path(out)
     write_tables(out, results, histograms or None)
     if with_predictions:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES, cloud_cover_bin
 from m3rcr.evaluation.confusion import miou
 from m3rcr.evaluation.ndvi import level_confusion, ndvi, ndvi_histogram
+from m3rcr.evaluation.removal import RemovalAccumulator
 
 #: SAM floors each squared spectral norm at float16's machine epsilon, 2^-10, as the authors do.
 SAM_NORM_FLOOR = 2.0**-10
@@ -131,7 +132,9 @@ class MetricAccumulator:
     """Collects per-image metrics and per-class pixel sums over a test set, batch by batch.
 
     ``update`` takes (B, C, H, W) predictions and references, (B, H, W) level-1 land cover on the
-    same grid (or None), (B, H, W) cloud masks (or None), the images' cloud-cover fractions and names.
+    same grid (or None), (B, H, W) cloud masks (or None), the images' cloud-cover fractions and names,
+    and optionally the cloudy inputs: with them and the masks, the cloud-removal measures of
+    :mod:`m3rcr.evaluation.removal` are pooled too (each image's mean fill from its own clear pixels).
     """
 
     class_names: Sequence[str] = LEVEL1_CLASSES[:6]  # 'unknown' is left out of the per-class table
@@ -144,11 +147,16 @@ class MetricAccumulator:
     _ndvi_sq: dict[str, list[float]] = field(default_factory=dict)
     _ndvi_cm: dict[str, torch.Tensor] = field(default_factory=dict)
     ndvi_hist: torch.Tensor | None = None  #: (200, 200) reference x predicted NDVI counts (Fig. 8)
+    removal: RemovalAccumulator = field(default_factory=RemovalAccumulator)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, ref: torch.Tensor, landcover: torch.Tensor | None,
-               cloudmask: torch.Tensor | None, cloud_cover: Sequence[float], names: Sequence[str]) -> None:
+               cloudmask: torch.Tensor | None, cloud_cover: Sequence[float], names: Sequence[str],
+               cloudy: torch.Tensor | None = None) -> None:
         pred, ref = pred.float(), ref.float()
+        if cloudy is not None and cloudmask is not None:
+            for p_i, r_i, x_i, m_i in zip(pred.cpu(), ref.cpu(), cloudy.float().cpu(), cloudmask.cpu()):
+                self.removal.update(p_i, r_i, x_i, m_i)
         values = {"mae": mae(pred, ref), "psnr": psnr(pred, ref), "ssim": ssim(pred, ref), "sam": sam(pred, ref)}
         abs_err = (pred - ref).abs()
         split = [(None, None)] * len(names)
@@ -218,7 +226,8 @@ class MetricAccumulator:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """``overall``, ``per_class`` and ``per_bin`` (keys like ``0-20``) as plain dicts.
+        """``overall``, ``per_class``, ``per_bin`` (keys like ``0-20``) and, with cloudy inputs, ``removal``
+        (the pooled :class:`~m3rcr.evaluation.removal.RemovalMeasures`) as plain dicts.
 
         Image metrics are averaged over images; ``ndvi_rmse`` pools the squared NDVI errors of all
         pixels of the set (or bin) and ``ndvi_miou`` (percent) comes from one confusion matrix of the
@@ -227,11 +236,14 @@ class MetricAccumulator:
         bins: dict[str, list[ImageRecord]] = {b: [] for b in CLOUD_COVER_BINS}
         for r in self.records:
             bins[CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]].append(r)
-        return {
+        out = {
             "overall": self._mean(self.records, "all"),
             "per_class": self.per_class(),
             "per_bin": {b: self._mean(rs, b) for b, rs in bins.items()},
         }
+        if self.removal.bands is not None:
+            out["removal"] = self.removal.measures().as_dict()
+        return out
 
 
 def finite_or_none(x: float | None) -> float | None:

@@ -74,11 +74,13 @@ def semantic_evaluate(
     figure_names: Sequence[str] | None = None,
     figure_count: int = 3,
     progress: bool = True,
+    figure_sources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Segment every source's images, score them, and write the semantic evaluation folder ``out``.
 
-    Images are binned by the cloud cover of what is scored. Returns ``{source: {overall, per_bin,
-    per_class_iou}}``.
+    Images are binned by the cloud cover of what is scored. ``figure_sources`` ({source: label}) limits
+    and renames the sources of the land-cover figure (default: all, by name). Returns ``{source:
+    {overall, per_bin, per_class_iou}}``.
     """
     out = Path(out)
     device = torch.device(device)
@@ -114,7 +116,9 @@ def semantic_evaluate(
                 kept.append({"name": name, "cloud_cover": float(batch["cloud_cover"][i]),
                              "landcover": target[i].cpu(), "cloudfree": batch["cloudfree"][i].cpu(),
                              "cloudy": batch["cloudy"][i].cpu(),
-                             "sources": {s: (img[i].cpu(), p[i].cpu()) for s, (img, p) in seg_maps.items()}})
+                             "sources": {(figure_sources or {}).get(s, s): (img[i].cpu(), p[i].cpu())
+                                         for s, (img, p) in seg_maps.items()
+                                         if figure_sources is None or s in figure_sources}})
     results = {
         s: {"overall": {"miou": miou(c["all"]), "pa": pixel_accuracy(c["all"]), "pixels": int(c["all"].sum())},
             "per_bin": {b: {"miou": miou(c[b]), "pa": pixel_accuracy(c[b]), "pixels": int(c[b].sum())}
@@ -139,14 +143,13 @@ def table_semantic(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str],
     """Table III: mIoU and PA (%) overall and per cloud-cover bin; one row per source."""
     header = ["Images", "mIoU", "PA"] + [f"{m} {b} %" for b in CLOUD_COVER_BINS for m in ("mIoU", "PA")]
 
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2f}"
+    from m3rcr.reports.tables import cell
 
     rows = []
-    for source, r in results.items():
-        row = [source, f(r["overall"]["miou"]), f(r["overall"]["pa"])]
+    for source, r in results.items():  # mean ± std for sources aggregated over seeds
+        row = [source, cell(r, ("overall", "miou")), cell(r, ("overall", "pa"))]
         for b in CLOUD_COVER_BINS:
-            row += [f(r["per_bin"][b]["miou"]), f(r["per_bin"][b]["pa"])]
+            row += [cell(r, ("per_bin", b, "miou")), cell(r, ("per_bin", b, "pa"))]
         rows.append(row)
     return header, rows
 
@@ -165,7 +168,10 @@ def write_semantic_outputs(out: Path, results: Mapping[str, Mapping[str, Any]]) 
 
 
 def semantic_gap(results: Mapping[str, Mapping[str, Any]], reference: str = "Cloud-free") -> Figure:
-    """Fig. 6 layout: each source's mIoU and PA gap to the cloud-free images, per cloud-cover bin."""
+    """Fig. 6 layout: each source's mIoU and PA gap to the cloud-free images, per cloud-cover bin (error
+    bars: ± one standard deviation over seeds)."""
+    from m3rcr.evaluation.aggregate import spread
+
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     axes = fig.subplots(1, 2)
     x = np.arange(len(CLOUD_COVER_BINS))
@@ -176,7 +182,11 @@ def semantic_gap(results: Mapping[str, Mapping[str, Any]], reference: str = "Clo
                 continue
             gap = [np.nan if r["per_bin"][b][key] is None or ref[b][key] is None else ref[b][key] - r["per_bin"][b][key]
                    for b in CLOUD_COVER_BINS]
-            ax.plot(x, gap, marker="o", label=source)
+            err = [spread(r, "per_bin", b, key) for b in CLOUD_COVER_BINS]  # over seeds
+            if any(e is not None for e in err):
+                ax.errorbar(x, gap, yerr=[e or 0.0 for e in err], marker="o", capsize=3, label=source)
+            else:
+                ax.plot(x, gap, marker="o", label=source)
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
         ax.set_title(title + " (points)", fontsize=10)
