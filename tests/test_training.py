@@ -114,6 +114,11 @@ def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert not all(torch.equal(first[k], b["state_dict"][k]) for k in first)  # it did train after resuming
     assert len(json.loads((split / "environment.json").read_text())) == 2  # both starts recorded
+    # the CSV log keeps the epochs before the resume (Lightning's logger would delete them)
+    epochs = sorted({int(r["epoch"]) for r in _csv_rows(split) if r.get("epoch")})
+    assert epochs == [0, 1] and [e for e in (r.get("val/loss") for r in _csv_rows(split)) if e][:1]
+    straight_rows = [r for r in _csv_rows(straight) if r.get("val/loss")]
+    assert [r["val/loss"] for r in _csv_rows(split) if r.get("val/loss")] == [r["val/loss"] for r in straight_rows]
     with pytest.raises(ConfigError, match="already exists"):
         train(load_config(None, tiny(synth_root, split)))
 
@@ -173,3 +178,49 @@ def test_a_killed_training_resumes_from_its_last_epoch(synth_root: Path, tmp_pat
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_early_stopping_and_training_curves(synth_root: Path, tmp_path: Path) -> None:
+    """With nothing to learn (lr 0) the validation loss never improves: patience 1 stops after 2 epochs;
+    every epoch is on the curves figure, which survives a resume."""
+    run = tmp_path / "stop"
+    train(load_config(None, tiny(synth_root, run, "trainer.max_epochs=6", "optim.lr=0", "optim.align_lr=0",
+                                 "run.early_stopping={patience: 1}")))
+    state = torch.load(run / "state" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1  # epochs 0 and 1 ran, then it stopped
+    history = next(v for k, v in state["callbacks"].items() if k.startswith("TrainingCurves"))["history"]
+    assert [h["epoch"] for h in history] == [0.0, 1.0]
+    assert all({"train/loss_epoch", "val/loss", "val/psnr"} <= set(h) for h in history)
+    assert (run / "training_curves.png").stat().st_size > 10_000
+    # without early stopping the same run goes on; resuming it continues the curves
+    run2 = tmp_path / "curves"
+    train(load_config(None, tiny(synth_root, run2, "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=2")))
+    train(resume=run2, overrides=["trainer.max_epochs=2"])
+    state = torch.load(run2 / "state" / "last.ckpt", weights_only=True)
+    history = next(v for k, v in state["callbacks"].items() if k.startswith("TrainingCurves"))["history"]
+    assert [h["epoch"] for h in history] == [0.0, 1.0]
+    # validation every second epoch: the first epoch has no (stale) validation values
+    assert "val/loss" not in history[0] and "train/loss_epoch" in history[0] and "val/psnr" in history[1]
+    # the same history from the CSV log, and the curves redrawn from it by the command line
+    from m3rcr.reports.figures import history_from_csv
+
+    from_csv = history_from_csv(run2 / "logs" / "csv" / "metrics.csv")
+    assert [h["epoch"] for h in from_csv] == [0.0, 1.0] and "val/loss" not in from_csv[0]
+    assert from_csv[1]["val/loss"] == pytest.approx(history[1]["val/loss"])
+    assert main(["curves", str(run2), "--out", str(tmp_path / "c.png")]) == 0 and (tmp_path / "c.png").is_file()
+    assert main(["curves", str(tmp_path / "nowhere")]) == 2
+
+
+def test_early_stopping_settings_are_checked() -> None:
+    from m3rcr.training.config import early_stopping
+
+    cfg = load_config(None, ["run.early_stopping={patience: 3, min_delta: 0.001}"])
+    assert early_stopping(cfg) == {"monitor": "val/loss", "mode": "min", "patience": 3, "min_delta": 0.001}
+    assert early_stopping(load_config(None, ["run.early_stopping=true"]))["patience"] == 5
+    assert early_stopping(load_config(None)) is None
+    for bad, msg in (("run.early_stopping={patience: 0}", "patience"), ("run.early_stopping={patients: 2}", "unknown"),
+                     ("run.early_stopping={mode: up}", "mode"), ("run.early_stopping=3", "mapping"),
+                     ("run.early_stopping={min_delta: -1}", "min_delta")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [bad])

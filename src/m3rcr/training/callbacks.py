@@ -112,3 +112,44 @@ class SaveTrainingState(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
             self._save(trainer)
+
+
+class TrainingCurves(Callback):
+    """After every epoch, append the epoch's training loss, validation loss and validation PSNR (or
+    mIoU) to a history and draw ``path`` (a PNG): losses on the left, the validation score on the right.
+
+    The history is part of the saved training state, so a resumed run continues the same curves.
+    """
+
+    KEYS = ("train/loss_epoch", "val/loss", "val/psnr", "val/miou")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.history: list[dict[str, float]] = []
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: trainer.callback_metrics.get(k) for k in self.KEYS}  # every rank reads (synchronised values)
+        validated, self._validated = self._validated, False
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        # validation values stay in callback_metrics on epochs without validation: only take fresh ones
+        row.update({k: float(v) for k, v in metrics.items()
+                    if v is not None and (validated or not k.startswith("val/"))})
+        self.history = [h for h in self.history if h["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            from m3rcr.reports.figures import training_curves
+            from m3rcr.utils.files import atomic_path
+
+            fig = training_curves(self.history)
+            with atomic_path(self.path) as tmp:
+                fig.savefig(tmp, dpi=100)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]

@@ -13,7 +13,8 @@ A configuration has these sections (every key optional; see ``configs/aligncr.ya
     data:     M3RCRDataModule arguments; batch_size is the GLOBAL batch (split over devices and nodes)
     trainer:  lightning.Trainer arguments (max_epochs, accelerator, devices, num_nodes, strategy, precision,
               gradient_clip_val, accumulate_grad_batches, ...)
-    run:      {dir, checkpoint_every_n_steps, progress_bar}
+    run:      {dir, checkpoint_every_n_steps, progress_bar,
+               early_stopping: null | {patience, min_delta, monitor: val/loss, mode: min}}
 
 Overrides are ``section.key=value`` strings whose values are parsed as YAML (``trainer.max_epochs=2``,
 ``model.config.features=32``, ``data.root=/data/m3rcr``).
@@ -39,8 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "data": {"root": "data/m3rcr", "batch_size": 12, "crop_size": 160, "sar_mode": "nearest"},
     "trainer": {"max_epochs": 30, "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
                 "precision": "32-true", "log_every_n_steps": 50},
-    "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True},
+    "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True, "early_stopping": None},
 }
+#: what ``run.early_stopping`` may set, and its defaults (stop when val/loss has not improved for 5 epochs)
+EARLY_STOPPING_DEFAULTS: dict[str, Any] = {"monitor": "val/loss", "mode": "min", "patience": 5, "min_delta": 0.0}
 _SECTIONS = {"seed", "task", "model", "loss", "gan", "optim", "schedule", "data", "trainer", "run"}
 _FIXED_KEYS = {
     "model": {"name", "config"},
@@ -49,7 +52,7 @@ _FIXED_KEYS = {
     "schedule": {"kind", "constant_epochs", "step_epochs", "gamma", "decay_epochs"},
     "gan": {"discriminator", "discriminator_config", "adversarial_weight", "reconstruction_weight",
             "attention_weight", "d_loss_scale", "d_lr"},
-    "run": {"dir", "checkpoint_every_n_steps", "progress_bar"},
+    "run": {"dir", "checkpoint_every_n_steps", "progress_bar", "early_stopping"},
 }
 
 
@@ -146,6 +149,7 @@ def validate(config: Mapping[str, Any]) -> None:
         value = config["trainer"][key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"trainer.{key} must be a number, got {value!r}")
+    early_stopping(config)
     if config.get("task") not in ("cloud_removal", "segmentation"):
         raise ConfigError(f"task must be cloud_removal or segmentation, got {config.get('task')!r}")
     if config["task"] == "segmentation":
@@ -173,6 +177,29 @@ def validate(config: Mapping[str, Any]) -> None:
             raise ConfigError("gan.discriminator is required (two_stream or patchgan)")
         if config["trainer"].get("accumulate_grad_batches", 1) not in (1, None):
             raise ConfigError("GAN training updates both networks every step: accumulate_grad_batches must be 1")
+
+
+def early_stopping(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The checked settings of ``run.early_stopping`` (None: train for all epochs)."""
+    es = (config.get("run") or {}).get("early_stopping")
+    if es is None or es is False:
+        return None
+    if es is True:
+        es = {}
+    if not isinstance(es, Mapping):
+        raise ConfigError("run.early_stopping must be null, true or a mapping {patience, min_delta, monitor, mode}")
+    extra = set(es) - set(EARLY_STOPPING_DEFAULTS)
+    if extra:
+        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'run.early_stopping'; "
+                          f"allowed: {sorted(EARLY_STOPPING_DEFAULTS)}")
+    out = {**EARLY_STOPPING_DEFAULTS, **es}
+    if isinstance(out["patience"], bool) or not isinstance(out["patience"], int) or out["patience"] < 1:
+        raise ConfigError(f"run.early_stopping.patience must be a whole number >= 1, got {out['patience']!r}")
+    if isinstance(out["min_delta"], bool) or not isinstance(out["min_delta"], int | float) or out["min_delta"] < 0:
+        raise ConfigError(f"run.early_stopping.min_delta must be a number >= 0, got {out['min_delta']!r}")
+    if out["mode"] not in ("min", "max"):
+        raise ConfigError(f"run.early_stopping.mode must be 'min' or 'max', got {out['mode']!r}")
+    return out
 
 
 def dump(config: Mapping[str, Any]) -> str:

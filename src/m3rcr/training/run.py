@@ -8,24 +8,26 @@ A run folder holds::
     RUN/state/last.ckpt       the full training state for --resume (weights, optimiser, scheduler,
                               epoch, loops, random generators); loaded with weights_only=True
     RUN/logs/csv/metrics.csv, RUN/logs/tensorboard/   CSV and TensorBoard logs
+    RUN/training_curves.png   training and validation loss, validation PSNR (or mIoU) per epoch
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from m3rcr.data.datamodule import M3RCRDataModule
-from m3rcr.training.callbacks import ExportCheckpoints, RNGState, SaveTrainingState
-from m3rcr.training.config import ConfigError, dump, load_config
+from m3rcr.training.callbacks import ExportCheckpoints, RNGState, SaveTrainingState, TrainingCurves
+from m3rcr.training.config import ConfigError, dump, early_stopping, load_config
 from m3rcr.training.module import CloudRemovalModule, GANModule, SegmentationModule
 from m3rcr.utils.files import atomic_path
 from m3rcr.utils.provenance import environment
@@ -34,6 +36,37 @@ STATE = Path("state") / "last.ckpt"
 
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every epoch
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# ResumableCSVLogger keeps the log that this warning says will be deleted
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty.*")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, except that with ``resume`` it continues the run's ``metrics.csv``: Lightning's
+    writer deletes an existing file when it starts, which lost every epoch before a ``--resume``."""
+
+    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume = resume
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None or rank_zero_only.rank != 0 or not self.resume:
+            return super().experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        header: list[str] = []
+        rows: list[dict[str, str]] = []
+        if path.is_file():
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                header, rows = list(reader.fieldnames or []), list(reader)
+        writer = super().experiment  # removes metrics.csv
+        if header:
+            with open(path, "w", newline="") as fh:
+                out = csv.DictWriter(fh, fieldnames=header)
+                out.writeheader()
+                out.writerows(rows)
+            writer.metrics_keys = sorted(header)  # the writer extends this header with new keys, then appends
+        return writer
 
 
 @rank_zero_only
@@ -48,7 +81,7 @@ def _record(run_dir: Path, config: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(history, indent=1))
 
 
-def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.Trainer:
+def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None, resume: bool = False) -> L.Trainer:
     tcfg = dict(config["trainer"])
     if config.get("gan") is not None:
         tcfg.pop("gradient_clip_val", None)  # manual optimisation: the GAN module clips itself
@@ -57,19 +90,26 @@ def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None) -> L.T
     state = SaveTrainingState(run_dir / STATE, config["run"].get("checkpoint_every_n_steps"))
     monitor = "val/miou" if config.get("task") == "segmentation" else "val/psnr"
     callbacks = [state, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
-                 LearningRateMonitor(logging_interval="epoch")]
-    loggers = [CSVLogger(run_dir / "logs", name="csv", version=""),
+                 LearningRateMonitor(logging_interval="epoch"), TrainingCurves(run_dir / "training_curves.png")]
+    stop = early_stopping(config)
+    if stop is not None:
+        # checked at the end of each training epoch, after validation, like the checkpoints above
+        callbacks.append(EarlyStopping(monitor=stop["monitor"], mode=stop["mode"], patience=stop["patience"],
+                                       min_delta=stop["min_delta"], check_on_train_epoch_end=True, strict=True,
+                                       verbose=False))
+    loggers = [ResumableCSVLogger(run_dir / "logs", name="csv", version="", resume=resume),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
     return L.Trainer(**tcfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
                      enable_progress_bar=bool(config["run"].get("progress_bar", True)))
 
 
-def build(config: dict[str, Any], run_dir: Path) -> tuple[L.Trainer, CloudRemovalModule, M3RCRDataModule]:
-    """Trainer, module and data for a configuration."""
-    trainer = _trainer(config, run_dir)
+def build(config: dict[str, Any], run_dir: Path, resume: bool = False
+          ) -> tuple[L.Trainer, CloudRemovalModule, M3RCRDataModule]:
+    """Trainer, module and data for a configuration (``resume``: continuing the run in ``run_dir``)."""
+    trainer = _trainer(config, run_dir, resume=resume)
     if trainer.world_size > 1 and config["trainer"].get("strategy") in ("auto", "ddp", None):
         # Align-CR's last SAR update feeds nothing (as in the authors' network): DDP must allow it
-        trainer = _trainer(config, run_dir, DDPStrategy(find_unused_parameters=True))
+        trainer = _trainer(config, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume)
     data = dict(config["data"])
     batch = int(data.pop("batch_size"))
     if batch % trainer.world_size:
@@ -122,7 +162,7 @@ def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = N
             raise ConfigError(f"{run_dir}: a run already exists there; resume it with --resume {run_dir} or choose "
                               f"another run.dir")
     L.seed_everything(config["seed"], workers=True, verbose=False)
-    trainer, module, datamodule = build(config, run_dir)
+    trainer, module, datamodule = build(config, run_dir, resume=ckpt_path is not None)
     datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
     _record(run_dir, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
