@@ -21,6 +21,7 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
 def tiny_demo(tmp_path: Path, synth_root: Path, methods: list[str] | None = None) -> Path:
     """configs/benchmark_demo.yaml with tiny models, a couple of steps each, and the shared synthetic set."""
     config = yaml.safe_load(Path("configs/benchmark_demo.yaml").read_text())
+    assert config.pop("seeds") == [0, 1]  # one seed here; test_seeds_give_mean_and_spread_in_every_table has two
     config["data"] = {"root": str(synth_root), "split": "test", "crop": 96}
     config["overrides"] = [*config["overrides"], *FAST]
     tiny = {"McGAN": ["model.config={base_channels: 4}", "gan.discriminator_config={base_channels: 4}"],
@@ -63,8 +64,9 @@ def test_tiny_benchmark_demo_end_to_end(synth_root: Path, tmp_path: Path) -> Non
     md = (report / "report.md").read_text()
     assert "Table II" in md and "Table III" in md and "Table IV" in md and "Table V" in md
     # per-image results and predictions stay available for the user's own analysis
-    assert (out / "eval" / "align-cr" / "metrics.csv").is_file()
-    assert len(list((out / "eval" / "align-cr" / "predictions").glob("*.tif"))) == 5
+    assert (out / "eval" / "align-cr" / "seed0" / "metrics.csv").is_file()
+    assert len(list((out / "eval" / "align-cr" / "seed0" / "predictions").glob("*.tif"))) == 5
+    assert "Cloud-removal checks" in md and (report / "table_removal.csv").is_file()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -75,16 +77,16 @@ def test_killed_benchmark_resumes(synth_root: Path, tmp_path: Path, monkeypatch:
     calls: list[str] = []
     original_train, original_eval = Benchmark.train_method, Benchmark.evaluate_method
 
-    def train(self, m):
+    def train(self, m, seed=None):
         calls.append(f"train:{m['name']}")
-        return original_train(self, m)
+        return original_train(self, m, seed)
 
-    def evaluate(self, m):
+    def evaluate(self, m, seed=None):
         calls.append(f"evaluate:{m['name']}")
         if m["name"] == "Align-CR" and not (out / "killed").exists():
             (out / "killed").write_text("")
             raise KeyboardInterrupt  # the run is killed while evaluating the last method
-        return original_eval(self, m)
+        return original_eval(self, m, seed)
 
     monkeypatch.setattr(Benchmark, "train_method", train)
     monkeypatch.setattr(Benchmark, "evaluate_method", evaluate)
@@ -119,7 +121,7 @@ def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "m3rcr", "benchmark", "--config", str(path), "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=Path(__file__).resolve().parents[1])
-    state = out / "runs" / "align-cr" / "state" / "last.ckpt"
+    state = out / "runs" / "align-cr" / "seed0" / "state" / "last.ckpt"
     deadline = time.time() + 240
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -127,7 +129,7 @@ def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
     proc.wait()
     assert state.exists() and torch.load(state, weights_only=True)["epoch"] < 2
     Benchmark(load_benchmark_config(path), out, progress=lambda s: None).run()
-    run = out / "runs" / "align-cr"
+    run = out / "runs" / "align-cr" / "seed0"
     assert len(json.loads((run / "environment.json").read_text())) == 2  # continued, not restarted
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["meta"]["epoch"] == 2
     assert (out / "report" / "report.md").is_file()
@@ -141,10 +143,10 @@ def test_changed_inputs_are_redone_and_never_mixed(synth_root: Path, tmp_path: P
     out = tmp_path / "bench"
     calls: list[str] = []
     original_train, original_eval = Benchmark.train_method, Benchmark.evaluate_method
-    monkeypatch.setattr(Benchmark, "train_method", lambda self, m: (calls.append(f"train:{m['name']}"),
-                                                                    original_train(self, m))[1])
-    monkeypatch.setattr(Benchmark, "evaluate_method", lambda self, m: (calls.append(f"evaluate:{m['name']}"),
-                                                                       original_eval(self, m))[1])
+    monkeypatch.setattr(Benchmark, "train_method", lambda self, m, seed=None: (
+        calls.append(f"train:{m['name']}"), original_train(self, m, seed))[1])
+    monkeypatch.setattr(Benchmark, "evaluate_method", lambda self, m, seed=None: (
+        calls.append(f"evaluate:{m['name']}"), original_eval(self, m, seed))[1])
     Benchmark(config, out, progress=lambda s: None).run()
     calls.clear()
     config["data"]["crop"] = 64  # other images: every evaluation is redone, nothing is retrained
@@ -152,7 +154,7 @@ def test_changed_inputs_are_redone_and_never_mixed(synth_root: Path, tmp_path: P
     assert calls == ["evaluate:Cloudy", "evaluate:DSen2-CR"]
     results = json.loads((out / "report" / "results.json").read_text())
     assert all(json.loads((out / "eval" / d / "metrics.json").read_text())["crop_size"] == [64, 64]
-               for d in ("cloudy", "dsen2-cr")) and set(results["image"]) == {"Cloudy", "DSen2-CR"}
+               for d in ("cloudy", "dsen2-cr/seed0")) and set(results["image"]) == {"Cloudy", "DSen2-CR"}
     calls.clear()
     config["methods"][1]["overrides"] = [*config["methods"][1]["overrides"], "optim.lr=0.002"]
     Benchmark(config, out, progress=lambda s: None).run()  # a changed recipe retrains that method only
@@ -172,3 +174,64 @@ def test_benchmark_config_errors(tmp_path: Path) -> None:
         load_benchmark_config(bad)
     for path in ("configs/benchmark.yaml", "configs/benchmark_demo.yaml"):
         assert len(load_benchmark_config(path)["methods"]) == 9
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_seeds_give_mean_and_spread_in_every_table(synth_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Two seeds per method: one run and one evaluation per seed, the tables print mean ± std of the runs,
+    a third seed added later trains only that seed, and each finished step prints its time and an ETA."""
+    import statistics
+
+    config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Cloudy", "DSen2-CR", "Align-CR"]))
+    config["segmentation"]["overrides"] = [*config["segmentation"]["overrides"], "trainer.limit_train_batches=1"]
+    config["seeds"] = [0, 1]
+    config["methods"][1]["seeds"] = [3]  # a method's own seeds win over the benchmark's
+    out = tmp_path / "bench"
+    lines: list[str] = []
+    Benchmark(config, out, progress=lines.append).run()
+    assert any("train:align-cr:seed1" in line and "left" in line for line in lines)
+    assert any(line.startswith("[benchmark] 1/") for line in lines)
+    for seed in (0, 1):
+        assert (out / "runs" / "align-cr" / f"seed{seed}" / "checkpoints" / "best.ckpt").is_file()
+        assert (out / "runs" / "align-cr" / f"seed{seed}" / "training_curves.png").is_file()
+    assert (out / "runs" / "dsen2-cr" / "seed3").is_dir() and not (out / "runs" / "dsen2-cr" / "seed0").exists()
+    per_seed = [json.loads((out / "eval" / "align-cr" / f"seed{k}" / "metrics.json").read_text()) for k in (0, 1)]
+    assert json.loads((out / "runs" / "align-cr" / "seed1" / "config.yaml").read_text().split("seed: ")[1]
+                      .split("\n")[0]) == 1
+    maes = [r["overall"]["mae"] for r in per_seed]
+    assert maes[0] != maes[1]  # two different trainings
+    results = json.loads((out / "report" / "results.json").read_text())
+    agg = results["image"]["Align-CR"]
+    assert agg["runs"] == 2 and agg["overall"]["mae"] == pytest.approx(statistics.mean(maes))
+    assert agg["std"]["overall"]["mae"] == pytest.approx(statistics.stdev(maes))
+    assert results["image"]["DSen2-CR"]["runs"] == 1 and results["seeds"]["Align-CR"] == [0, 1]
+    row = next(r for r in json.loads((out / "report" / "table_per_class.json").read_text())
+               if r["Method"] == "Align-CR")
+    assert row["MAE (x100)"] == f"{100 * statistics.mean(maes):.2f} ± {100 * statistics.stdev(maes):.2f}"
+    dsen = next(r for r in json.loads((out / "report" / "table_per_class.json").read_text())
+                if r["Method"] == "DSen2-CR")
+    assert "±" not in dsen["MAE (x100)"]
+    semantic = next(r for r in json.loads((out / "report" / "table_semantic.json").read_text())
+                    if r["Images"] == "Align-CR")
+    assert "±" in semantic["mIoU"]
+    assert "mean ± the sample standard deviation" in (out / "report" / "report.md").read_text()
+    # a third seed: only its training and evaluation (and the semantic step, whose inputs grew) run
+    config["seeds"] = [0, 1, 2]
+    lines.clear()
+    Benchmark(config, out, progress=lines.append).run()
+    ran = [line.split()[2] for line in lines if line.startswith("[benchmark]") and "skipped" not in line
+           and " left" not in line]
+    assert ran == ["train:align-cr:seed2", "evaluate:align-cr:seed2", "semantic"]
+    assert json.loads((out / "report" / "results.json").read_text())["image"]["Align-CR"]["runs"] == 3
+
+
+def test_seed_settings_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "b.yaml"
+    for seeds, msg in (("[0, 0]", "distinct"), ("[]", "seeds must"), ("[-1]", "seeds must"), ("1", "seeds must")):
+        bad.write_text(f"data: {{root: x}}\nseeds: {seeds}\nmethods: [{{name: A, kind: cloudy}}]\n")
+        with pytest.raises(ConfigError, match=msg):
+            load_benchmark_config(bad)
+    bad.write_text("data: {root: x}\nmethods: [{name: A, kind: cloudy, seeds: [1]}]\n")
+    with pytest.raises(ConfigError, match="only apply to methods that are trained"):
+        load_benchmark_config(bad)

@@ -4,23 +4,28 @@ with the image, NDVI and semantic metrics, measure complexity, and write every t
 A benchmark configuration (``configs/benchmark.yaml``)::
 
     out: runs/benchmark                  # default output folder (--out overrides)
-    data: {root, split: test, crop: null, synth: null}   # synth: {train, test, seed} makes synthetic data if absent
+    data: {root, split: test, crop: null, synth: null}   # synth: {train, test, seed, ...} makes synthetic data if absent
     overrides: [...]                     # applied to every training configuration (e.g. data.root=...)
+    seeds: [0, 1, 2]                     # optional: train every method once per seed (mean ± std in every table)
     methods:                             # in table order
       - {name: Cloudy, kind: cloudy}
-      - {name: Align-CR, config: configs/aligncr.yaml, overrides: [...], checkpoint: null}
+      - {name: Align-CR, config: configs/aligncr.yaml, overrides: [...], checkpoint: null, seeds: null}
     segmentation: {config: configs/segmentation.yaml, overrides: [...], checkpoint: null}
     complexity: {size: 160, repeats: 3, device: cpu}
     evaluation: {batch_size: 4, device: auto, figure_count: 4, sar_mode: nearest}
 
 The output folder::
 
-    OUT/runs/<method>/ ...            training runs (resumed if interrupted)
-    OUT/eval/<method>/ ...            m3rcr evaluate folders, with per-image metrics.csv and predictions/*.tif
+    OUT/runs/<method>/seed<k>/ ...    training runs, one per seed (resumed if interrupted)
+    OUT/eval/<method>/seed<k>/ ...    m3rcr evaluate folders, with per-image metrics.csv and predictions/*.tif
+                                      (OUT/eval/<method>/ for the cloudy floor and methods given as a checkpoint)
     OUT/semantic/ ...                 the semantic evaluation
     OUT/complexity/<method>.json
     OUT/report/                       report.md, results.json, every table (.md, .csv) and figure
     OUT/benchmark_state.json          finished steps: an interrupted benchmark resumes without redoing them
+
+Without ``seeds`` a method is trained once, with the seed of its training configuration. Each step
+prints its time and an estimate of the time left (from the steps of the same kind already timed).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +63,7 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: benchmark configuration not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    allowed = {"out", "data", "overrides", "methods", "segmentation", "complexity", "evaluation"}
+    allowed = {"out", "data", "overrides", "seeds", "methods", "segmentation", "complexity", "evaluation"}
     unknown = set(config) - allowed
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; sections: {sorted(allowed)}")
@@ -73,6 +79,10 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: method {m['name']!r}: kind must be 'cloudy' or 'train'")
         if kind == "train" and not (m.get("config") or m.get("checkpoint")):
             raise ConfigError(f"{path}: method {m['name']!r} needs a training config or a checkpoint")
+        _check_seeds(m.get("seeds"), f"{path}: method {m['name']!r}")
+        if m.get("seeds") is not None and (kind != "train" or m.get("checkpoint")):
+            raise ConfigError(f"{path}: method {m['name']!r}: seeds only apply to methods that are trained")
+    _check_seeds(config.get("seeds"), str(path))
     if not (config.get("data") or {}).get("root"):
         raise ConfigError(f"{path}: data.root is required")
     for entry in [*methods, config.get("segmentation") or {}]:
@@ -80,6 +90,14 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
             if entry.get(key):
                 entry[key] = str(_resolve(entry[key], path, key))
     return config
+
+
+def _check_seeds(seeds: Any, where: str) -> None:
+    if seeds is None:
+        return
+    if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
+        raise ConfigError(f"{where}: seeds must be a list of distinct whole numbers >= 0, got {seeds!r}")
 
 
 def _resolve(value: str, config_file: Path, what: str) -> Path:
@@ -117,6 +135,10 @@ class Benchmark:
         self.done: dict[str, str] = state.get("done", {}) if isinstance(state.get("done"), dict) else {}
         self.started: dict[str, str] = state.get("started", {})
         self.fingerprints: dict[str, str] = {}
+        self.timings: dict[str, float] = {k: float(v) for k, v in (state.get("timings") or {}).items()}
+        self._plan: list[str] = []  # every step name of this run, in order
+        self._left: dict[str, None] = {}  # steps still to do (ordered)
+        self._position = 1
         data = config["data"]
         self.root = Path(data["root"])
         self.split = data.get("split", "test")
@@ -127,26 +149,51 @@ class Benchmark:
         self.figure_count = int(ev.get("figure_count", 4))
         self.sar_mode = ev.get("sar_mode", "nearest")
         self._resumable: dict[str, bool] = {}
+        self._config_seed: dict[str, int] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def _save_state(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_path) as tmp:
-            tmp.write_text(json.dumps({"done": self.done, "started": self.started}, indent=1))
+            tmp.write_text(json.dumps({"done": self.done, "started": self.started, "timings": self.timings},
+                                      indent=1))
 
     def step(self, name: str, fp: str, fn: Callable[[], Any]) -> None:
         """Run ``fn`` unless step ``name`` finished in an earlier run with the same inputs (``fp``)."""
         self.fingerprints[name] = fp
+        position = f"{self._position}/{len(self._plan)}" if self._plan else ""
+        self._position += 1
         if self.done.get(name) == fp:
-            self.log(f"[benchmark] {name}: done earlier, skipped")
+            self.log(f"[benchmark] {position} {name}: done earlier, skipped")
+            self._left.pop(name, None)
             return
-        self.log(f"[benchmark] {name}" + (" (inputs changed: redone)" if name in self.done else ""))
+        self.log(f"[benchmark] {position} {name}" + (" (inputs changed: redone)" if name in self.done else ""))
         self.done.pop(name, None)
         self.started[name] = fp
         self._save_state()
+        start = time.perf_counter()
         fn()
+        seconds = time.perf_counter() - start
         self.done[name] = fp
+        self.timings[name] = seconds
         self._save_state()
+        self._left.pop(name, None)
+        self.log(f"[benchmark] {name}: {_duration(seconds)}; {self.eta()}")
+
+    def eta(self) -> str:
+        """Time left: each pending step takes the mean time of the finished steps of its kind (train,
+        evaluate, ...), or of all finished steps when none of its kind has finished yet."""
+        by_kind: dict[str, list[float]] = {}
+        for name, sec in self.timings.items():
+            by_kind.setdefault(_kind(name), []).append(sec)
+        if not self._left:
+            return "no steps left"
+        if not self.timings:
+            return "time left unknown"
+        overall = sum(self.timings.values()) / len(self.timings)
+        left = sum((sum(by_kind[k]) / len(by_kind[k])) if (k := _kind(n)) in by_kind else overall for n in self._left)
+        guess = any(_kind(n) not in by_kind for n in self._left)
+        return f"about {_duration(left)} left ({len(self._left)} steps{', rough' if guess else ''})"
 
     def _device(self):
         import torch
@@ -159,23 +206,31 @@ class Benchmark:
     def make_data(self) -> None:
         synth = (self.config["data"] or {}).get("synth")
         if synth and not (self.root / f"{self.split}.csv").is_file() and not (self.root / self.split).is_dir():
-            from m3rcr.data.synthetic import generate_dataset
+            from m3rcr.data.synthetic import SynthConfig, generate_dataset
 
+            options = {k: v for k, v in synth.items() if k not in ("train", "test", "seed")}
+            try:
+                config = SynthConfig(**options)
+            except TypeError as exc:
+                raise ConfigError(f"data.synth: {exc}") from None
             generate_dataset(self.root, int(synth.get("train", 24)), int(synth.get("test", 8)),
-                             seed=int(synth.get("seed", 0)))
+                             seed=int(synth.get("seed", 0)), config=config)
 
-    def _overrides(self, overrides: list[str], run_dir: Path) -> list[str]:
-        return [f"data.root={self.root}", *(self.config.get("overrides") or []), *overrides, f"run.dir={run_dir}"]
+    def _overrides(self, overrides: list[str], run_dir: Path, seed: int | None = None) -> list[str]:
+        seed_override = [] if seed is None else [f"seed={seed}"]
+        return [f"data.root={self.root}", *(self.config.get("overrides") or []), *overrides, *seed_override,
+                f"run.dir={run_dir}"]
 
-    def _train_fp(self, config_path: str, overrides: list[str]) -> str:
-        return fingerprint("train", config_path, _file_hash(config_path), self._overrides(overrides, Path("RUN")))
+    def _train_fp(self, config_path: str, overrides: list[str], seed: int | None = None) -> str:
+        return fingerprint("train", config_path, _file_hash(config_path),
+                           self._overrides(overrides, Path("RUN"), seed))
 
-    def _train(self, step: str, config_path: str, overrides: list[str], run_dir: Path) -> None:
+    def _train(self, step: str, config_path: str, overrides: list[str], run_dir: Path, seed: int | None = None) -> None:
         """Train, or continue a run this same step started and did not finish (same inputs)."""
         from m3rcr.training.config import load_config
         from m3rcr.training.run import STATE, train
 
-        all_overrides = self._overrides(overrides, run_dir)
+        all_overrides = self._overrides(overrides, run_dir, seed)
         resume = (run_dir / STATE).is_file() and self._resumable.get(step, False)
         if not resume and run_dir.exists():
             shutil.rmtree(run_dir)  # another configuration's run, or a start that never saved a state
@@ -192,13 +247,42 @@ class Benchmark:
         else:
             train(config)
 
-    def checkpoint_of(self, method: dict[str, Any]) -> Path:
-        return Path(method["checkpoint"]) if method.get("checkpoint") else \
-            self.out / "runs" / slug(method["name"]) / "checkpoints" / "best.ckpt"
+    def seeds(self, method: dict[str, Any]) -> list[int | None]:
+        """The seeds a method is trained with: its own ``seeds``, else the benchmark's, else [None] (the
+        training configuration's seed). Methods that are not trained have the one entry None."""
+        if method.get("kind") == "cloudy" or method.get("checkpoint"):
+            return [None]
+        seeds = method.get("seeds") or self.config.get("seeds")
+        if seeds:
+            return list(seeds)
+        if method["name"] not in self._config_seed:
+            from m3rcr.training.config import load_config
 
-    def train_method(self, method: dict[str, Any]) -> None:
-        self._train(f"train:{slug(method['name'])}", method["config"], list(method.get("overrides") or []),
-                    self.out / "runs" / slug(method["name"]))
+            config = load_config(method["config"], self._overrides(list(method.get("overrides") or []), Path("RUN")))
+            self._config_seed[method["name"]] = int(config["seed"])
+        return [self._config_seed[method["name"]]]
+
+    def run_dir(self, method: dict[str, Any], seed: int | None) -> Path:
+        """Training run folder of a method and seed."""
+        return self.out / "runs" / slug(method["name"]) / f"seed{seed}"
+
+    def eval_dir(self, method: dict[str, Any], seed: int | None) -> Path:
+        """Evaluation folder of a method and seed (None: methods that are not trained)."""
+        base = self.out / "eval" / slug(method["name"])
+        return base if seed is None else base / f"seed{seed}"
+
+    def checkpoint_of(self, method: dict[str, Any], seed: int | None = None) -> Path:
+        if method.get("checkpoint"):
+            return Path(method["checkpoint"])
+        if seed is None:
+            seed = self.seeds(method)[0]
+        return self.run_dir(method, seed) / "checkpoints" / "best.ckpt"
+
+    def train_method(self, method: dict[str, Any], seed: int | None = None) -> None:
+        if seed is None:
+            seed = self.seeds(method)[0]
+        self._train(step_name("train", method, seed), method["config"], list(method.get("overrides") or []),
+                    self.run_dir(method, seed), seed)
 
     def _dataset(self):
         from m3rcr.data import M3RCRDataset
@@ -207,7 +291,7 @@ class Benchmark:
                             landcover_mode="geo" if self.sar_mode == "geo" else "nearest", crop_size=self.crop,
                             crop="center")
 
-    def evaluate_method(self, method: dict[str, Any]) -> None:
+    def evaluate_method(self, method: dict[str, Any], seed: int | None = None) -> None:
         from m3rcr.evaluation.evaluate import cloudy_predictor, evaluate, model_predictor
         from m3rcr.models import load_model
 
@@ -215,11 +299,13 @@ class Benchmark:
         if method.get("kind") == "cloudy":
             predict, settings = cloudy_predictor, {"checkpoint": None}
         else:
-            ckpt = self.checkpoint_of(method)
+            if seed is None and not method.get("checkpoint"):
+                seed = self.seeds(method)[0]
+            ckpt = self.checkpoint_of(method, seed)
             model = load_model(ckpt, device=device)
             predict = model_predictor(model)
-            settings = {"checkpoint": str(ckpt), "model": getattr(model, "registry_name", None)}
-        evaluate(predict, self._dataset(), self.out / "eval" / slug(method["name"]), method["name"],
+            settings = {"checkpoint": str(ckpt), "model": getattr(model, "registry_name", None), "seed": seed}
+        evaluate(predict, self._dataset(), self.eval_dir(method, seed), method["name"],
                  batch_size=self.batch_size, device=device, save_predictions=True,
                  figure_count=self.figure_count, settings=settings, progress=False)
 
@@ -256,12 +342,18 @@ class Benchmark:
 
         device = self._device()
         sources: dict[str, Any] = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
+        figure = {"Cloud-free": "Cloud-free", "Cloudy": "Cloudy"}  # source -> label in Fig. 7
         for m in self.config["methods"]:
-            if m.get("kind") != "cloudy":  # the cloudy floor is always the 'Cloudy' row
-                sources[m["name"]] = predictions_source(self.out / "eval" / slug(m["name"]) / "predictions")
+            if m.get("kind") == "cloudy":  # the cloudy floor is always the 'Cloudy' row
+                continue
+            seeds = self.seeds(m)
+            for seed in seeds:
+                name = semantic_source(m["name"], seed, len(seeds))
+                sources[name] = predictions_source(self.eval_dir(m, seed) / "predictions")
+            figure[semantic_source(m["name"], seeds[0], len(seeds))] = m["name"]  # Fig. 7 shows the first seed
         semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self._dataset(),
                           sources, self.out / "semantic", batch_size=self.batch_size, device=device,
-                          figure_count=min(self.figure_count, 3), progress=False)
+                          figure_count=min(self.figure_count, 3), progress=False, figure_sources=figure)
 
     def report(self) -> None:
         from m3rcr.reports.benchmark import write_report
@@ -274,32 +366,47 @@ class Benchmark:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "benchmark_config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        plan = self.plan()
+        self._plan = [name for name, _, _ in plan]
+        self._left = {name: None for name, fp, _ in plan if self.done.get(name) != fp}
+        self._position = 1
+        for name, fp, fn in plan:
+            self.step(name, fp, fn)
+        self.report()  # always rewritten: cheap, and reflects every finished step
+        return self.out
+
+    def plan(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        """Every step of the benchmark in order: (name, fingerprint of its inputs, what it does)."""
+        steps: list[tuple[str, str, Callable[[], Any]]] = []
         data = self.config["data"]
-        self.step("data", fingerprint("data", str(self.root), data.get("synth")), self.make_data)
+        steps.append(("data", fingerprint("data", str(self.root), data.get("synth")), self.make_data))
         eval_inputs = (str(self.root), self.split, self.crop, self.sar_mode)
         methods = self.config["methods"]
-        source_fps: dict[str, str] = {}
+        source_fps: dict[str, str] = {}  # per evaluation step: the fingerprint of what it evaluates
         for m in methods:
-            name = slug(m["name"])
             if m.get("kind") == "cloudy":
-                source_fps[name] = fingerprint("cloudy")
+                source_fps[step_name("evaluate", m, None)] = fingerprint("cloudy")
             elif m.get("checkpoint"):
-                source_fps[name] = fingerprint("checkpoint", m["checkpoint"], _file_hash(m["checkpoint"]))
+                source_fps[step_name("evaluate", m, None)] = fingerprint("checkpoint", m["checkpoint"],
+                                                                     _file_hash(m["checkpoint"]))
             else:
-                fp = self._train_fp(m["config"], list(m.get("overrides") or []))
-                self._resumable[f"train:{name}"] = self.started.get(f"train:{name}") == fp
-                self.step(f"train:{name}", fp, lambda m=m: self.train_method(m))
-                source_fps[name] = fp
+                for seed in self.seeds(m):
+                    step = step_name("train", m, seed)
+                    fp = self._train_fp(m["config"], list(m.get("overrides") or []), seed)
+                    self._resumable[step] = self.started.get(step) == fp
+                    steps.append((step, fp, lambda m=m, seed=seed: self.train_method(m, seed)))
+                    source_fps[step_name("evaluate", m, seed)] = fp
         for m in methods:
-            name = slug(m["name"])
-            self.step(f"evaluate:{name}", fingerprint("evaluate", source_fps[name], *eval_inputs),
-                      lambda m=m: self.evaluate_method(m))
+            for seed in self.seeds(m):
+                step = step_name("evaluate", m, seed)
+                steps.append((step, fingerprint("evaluate", source_fps[step], *eval_inputs),
+                              lambda m=m, seed=seed: self.evaluate_method(m, seed)))
         cfg = self.config.get("complexity") or {}
         for m in methods:
             if m.get("kind", "train") == "train":
-                name = slug(m["name"])
-                self.step(f"complexity:{name}", fingerprint("complexity", source_fps[name], cfg),
-                          lambda m=m: self.complexity(m))
+                first = source_fps[step_name("evaluate", m, self.seeds(m)[0])]
+                steps.append((f"complexity:{slug(m['name'])}", fingerprint("complexity", first, cfg),
+                              lambda m=m: self.complexity(m)))
         seg = self.config.get("segmentation")
         if seg:
             if seg.get("checkpoint"):
@@ -307,10 +414,32 @@ class Benchmark:
             else:
                 seg_fp = self._train_fp(seg["config"], list(seg.get("overrides") or []))
                 self._resumable["train:segmentation"] = self.started.get("train:segmentation") == seg_fp
-                self.step("train:segmentation", seg_fp, self.train_segmentation)
-            self.step("semantic", fingerprint("semantic", seg_fp, source_fps, *eval_inputs), self.semantic)
-        self.report()  # always rewritten: cheap, and reflects every finished step
-        return self.out
+                steps.append(("train:segmentation", seg_fp, self.train_segmentation))
+            steps.append(("semantic", fingerprint("semantic", seg_fp, source_fps, *eval_inputs), self.semantic))
+        return steps
+
+
+def semantic_source(method: str, seed: int | None, runs: int) -> str:
+    """The name of one run of a method in the semantic evaluation ("Align-CR", or "Align-CR [seed 1]")."""
+    return method if runs == 1 or seed is None else f"{method} [seed {seed}]"
+
+
+def step_name(kind: str, method: dict[str, Any], seed: int | None) -> str:
+    """A step's name: ``train:align-cr:seed0``; without a seed (cloudy floor, given checkpoint) ``evaluate:cloudy``."""
+    return f"{kind}:{slug(method['name'])}" + ("" if seed is None else f":seed{seed}")
+
+
+def _kind(step: str) -> str:
+    return step.split(":", 1)[0]
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _processes(config: dict[str, Any]) -> int:

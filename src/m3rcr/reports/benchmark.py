@@ -33,7 +33,7 @@ def table_complexity(entries: dict[str, dict[str, Any]]) -> tuple[list[str], lis
 
 def write_report(bench: Benchmark) -> Path:
     """Write OUT/report from whatever steps of ``bench`` have finished."""
-    from m3rcr.benchmark import slug
+    from m3rcr.benchmark import semantic_source, slug, step_name
     from m3rcr.evaluation.evaluate import compare
 
     out = bench.out / "report"
@@ -42,15 +42,19 @@ def write_report(bench: Benchmark) -> Path:
         return step in bench.fingerprints and bench.done.get(step) == bench.fingerprints[step]
 
     methods = [m["name"] for m in bench.config["methods"]]
-    evaluated = [m for m in methods if current(f"evaluate:{slug(m)}")]
-    results: dict[str, Any] = {"methods": methods, "image": {}, "semantic": None, "complexity": {}}
-    sections = ["# Benchmark report", "", f"Data: `{bench.root}`, split `{bench.split}`, "
-                f"{'whole tiles' if not bench.crop else f'centred {bench.crop} x {bench.crop} crops'}.", ""]
+    by_name = {m["name"]: m for m in bench.config["methods"]}
+    # a method is in the tables once every one of its seeds is evaluated
+    evaluated = [m for m in methods
+                 if all(current(step_name("evaluate", by_name[m], k)) for k in bench.seeds(by_name[m]))]
+    results: dict[str, Any] = {"methods": methods, "image": {}, "semantic": None, "complexity": {},
+                               "seeds": {m: [k for k in bench.seeds(by_name[m]) if k is not None] for m in methods}}
+    sections = ["# Benchmark report", "", (f"Data: `{bench.root}`, split `{bench.split}`, "
+                f"{'whole tiles' if not bench.crop else f'centred {bench.crop} x {bench.crop} crops'}."), ""]
     if evaluated:
-        image = compare([bench.out / "eval" / slug(m) for m in evaluated], out, names=evaluated,
-                        figure_count=bench.figure_count)
-        results["image"] = {m: {k: image[m][k] for k in ("overall", "per_class", "per_bin", "images")}
-                            for m in evaluated}
+        groups = [[bench.eval_dir(by_name[m], k) for k in bench.seeds(by_name[m])] for m in evaluated]
+        image = compare(groups, out, names=evaluated, figure_count=bench.figure_count)
+        keep = ("overall", "per_class", "per_bin", "removal", "images", "runs", "std")
+        results["image"] = {m: {k: image[m][k] for k in keep if k in image[m]} for m in evaluated}
         sections += [(out / "tables.md").read_text().replace("# Image reconstruction", "## Image reconstruction (Table II)"),
                      "", "![Metrics per cloud-cover level (Fig. 5)](fig_metrics_by_cloud_cover.png)", "",
                      "![Qualitative results (Fig. 4)](fig_qualitative.png)", "",
@@ -58,12 +62,21 @@ def write_report(bench: Benchmark) -> Path:
                      "![Predicted vs reference NDVI (Fig. 8)](fig_ndvi_density.png)", ""]
     semantic = bench.out / "semantic"
     if current("semantic"):
-        for name in ("semantic.json", "table_semantic.md", "table_semantic.csv", "table_semantic.json",
-                     "fig_semantic_gap.png", "fig_landcover_maps.png"):
-            if (semantic / name).is_file():
-                shutil.copyfile(semantic / name, out / name)
-        results["semantic"] = json.loads((semantic / "semantic.json").read_text())
-        sections += [(semantic / "table_semantic.md").read_text().replace("# Semantic", "## Semantic"), "",
+        from m3rcr.evaluation.aggregate import aggregate
+        from m3rcr.evaluation.semantic import write_semantic_outputs
+
+        runs = json.loads((semantic / "semantic.json").read_text())
+        per_method: dict[str, Any] = {k: aggregate([v]) for k, v in runs.items() if k in ("Cloud-free", "Cloudy")}
+        for m in methods:
+            seeds = bench.seeds(by_name[m])
+            names = [semantic_source(m, k, len(seeds)) for k in seeds]
+            if m not in per_method and all(n in runs for n in names):
+                per_method[m] = aggregate([runs[n] for n in names])
+        write_semantic_outputs(out, per_method)  # Table III and Fig. 6 with one row / line per method
+        if (semantic / "fig_landcover_maps.png").is_file():
+            shutil.copyfile(semantic / "fig_landcover_maps.png", out / "fig_landcover_maps.png")
+        results["semantic"] = per_method
+        sections += [(out / "table_semantic.md").read_text().replace("# Semantic", "## Semantic"), "",
                      "![Gap to cloud-free segmentation (Fig. 6)](fig_semantic_gap.png)", "",
                      "![Land-cover maps (Fig. 7)](fig_landcover_maps.png)", ""]
     for m in methods:
@@ -78,11 +91,17 @@ def write_report(bench: Benchmark) -> Path:
         write_table(out, "table_complexity", title, header, rows)
         sections += ["#" + (out / "table_complexity.md").read_text(), ""]
     pending = [m for m in methods if m not in evaluated]
+    trained = {m: len(bench.seeds(by_name[m])) for m in methods if len(bench.seeds(by_name[m])) > 1}
+    if trained:
+        sections.insert(4, "Seeds: " + ", ".join(f"{m} x {n}" for m, n in trained.items())
+                        + " (tables: mean ± sample standard deviation over the seeds; figures: error bars).")
+        sections.insert(5, "")
     if bench.config.get("segmentation") and not current("semantic"):
         pending.append("semantic evaluation")
     if pending:
         sections += [f"_Not finished yet: {', '.join(pending)}._", ""]
-    sections += ["Per-image results: `../eval/<method>/metrics.csv`; predictions: `../eval/<method>/predictions/`.", ""]
+    sections += [("Per-image results: `../eval/<method>/seed<k>/metrics.csv`; predictions: "
+                 "`../eval/<method>/seed<k>/predictions/` (`../eval/cloudy/` for the cloudy floor)."), ""]
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
     with atomic_path(out / "report.md") as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,16 +21,28 @@ def outside_legend(fig: Figure, ax: Any) -> None:
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
 
 
+def plot_per_bin(ax: Any, x: np.ndarray, summary: Mapping[str, Any], key: str, scale: float, label: str) -> None:
+    """One method's line over the cloud-cover bins, with ± one standard deviation over seeds as error bars."""
+    from m3rcr.evaluation.aggregate import spread, value
+
+    y = [value(summary, "per_bin", b, key) for b in CLOUD_COVER_BINS]
+    y = np.array([np.nan if v is None else v * scale for v in y])
+    err = [spread(summary, "per_bin", b, key) for b in CLOUD_COVER_BINS]
+    if any(e is not None for e in err):
+        ax.errorbar(x, y, yerr=[0.0 if e is None else e * scale for e in err], marker="o", capsize=3, label=label)
+    else:
+        ax.plot(x, y, marker="o", label=label)
+
+
 def metrics_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """One panel per metric (MAE x100, PSNR, SAM, SSIM) against the cloud-cover bin; one line per method."""
+    """One panel per metric (MAE x100, PSNR, SAM, SSIM) against the cloud-cover bin; one line per method
+    (error bars: ± one standard deviation over seeds, for methods trained with several)."""
     fig = Figure(figsize=(13, 3.4), layout="constrained")
     axes = fig.subplots(1, len(OVERALL))
     x = np.arange(len(CLOUD_COVER_BINS))
     for ax, (key, title, scale, _) in zip(axes, OVERALL):
         for method, summary in results.items():
-            y = [summary["per_bin"][b].get(key) for b in CLOUD_COVER_BINS]
-            y = [np.nan if v is None else v * scale for v in y]
-            ax.plot(x, y, marker="o", label=method)
+            plot_per_bin(ax, x, summary, key, scale, method)
         ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
@@ -75,8 +88,7 @@ def ndvi_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     x = np.arange(len(CLOUD_COVER_BINS))
     for ax, (key, title) in zip(axes, (("ndvi_rmse", "NDVI RMSE"), ("ndvi_miou", "NDVI mIoU (%)"))):
         for method, summary in results.items():
-            y = [summary["per_bin"][b].get(key) for b in CLOUD_COVER_BINS]
-            ax.plot(x, [np.nan if v is None else v for v in y], marker="o", label=method)
+            plot_per_bin(ax, x, summary, key, 1.0, method)
         ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
@@ -132,4 +144,66 @@ def scene_before_after(before: np.ndarray, after: np.ndarray, titles: Sequence[s
         ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def history_from_csv(path: str | Path) -> list[dict[str, float]]:
+    """Per-epoch training / validation values from a run's CSV log (``RUN/logs/csv/metrics.csv``), in the
+    form :func:`training_curves` draws: one dict per epoch with the keys logged in it."""
+    import csv
+
+    keys = ("train/loss_epoch", "val/loss", "val/psnr", "val/miou")
+    epochs: dict[int, dict[str, float]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if not row.get("epoch"):
+                continue
+            e = int(float(row["epoch"]))
+            entry = epochs.setdefault(e, {"epoch": float(e)})
+            for k in keys:
+                if row.get(k):
+                    entry[k] = float(row[k])
+            if row.get("step"):
+                entry["step"] = max(entry.get("step", 0.0), float(row["step"]))
+    return [epochs[e] for e in sorted(epochs)]
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Per-epoch training and validation loss (left) and validation PSNR or mIoU (right) of one run."""
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    ax_loss, ax_score = fig.subplots(1, 2)
+    epochs = np.array([h["epoch"] + 1 for h in history])
+
+    def series(key: str) -> np.ndarray:
+        return np.array([h.get(key, np.nan) for h in history], dtype=float)
+
+    for key, label in (("train/loss_epoch", "training loss"), ("val/loss", "validation loss")):
+        y = series(key)
+        ok = np.isfinite(y)  # validation may run every few epochs only
+        if ok.any():
+            ax_loss.plot(epochs[ok], y[ok], marker="o", ms=3, label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.xaxis.get_major_locator().set_params(integer=True)
+    ax_loss.set_title("loss per epoch", fontsize=10)
+    ax_loss.grid(alpha=0.3)
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=8)
+    score, title = ("val/psnr", "validation PSNR (dB)")
+    if not np.isfinite(series(score)).any() and np.isfinite(series("val/miou")).any():
+        score, title = "val/miou", "validation mIoU (%)"
+    y = series(score)
+    if np.isfinite(y).any():
+        ok = np.isfinite(y)
+        ax_score.plot(epochs[ok], y[ok], marker="o", ms=3, color="tab:green")
+        best = int(np.nanargmax(y))
+        ax_score.plot(epochs[best], y[best], marker="*", ms=10, color="tab:red", ls="none",
+                      label=f"best {y[best]:.2f} (epoch {epochs[best]:.0f})")
+        ax_score.legend(fontsize=8, loc="lower right")
+    else:
+        ax_score.text(0.5, 0.5, "no validation", ha="center", va="center", transform=ax_score.transAxes)
+    ax_score.set_xlabel("epoch")
+    ax_score.xaxis.get_major_locator().set_params(integer=True)
+    ax_score.set_title(title, fontsize=10)
+    ax_score.grid(alpha=0.3)
     return fig
