@@ -235,3 +235,16 @@ def test_seed_settings_are_checked(tmp_path: Path) -> None:
     bad.write_text("data: {root: x}\nmethods: [{name: A, kind: cloudy, seeds: [1]}]\n")
     with pytest.raises(ConfigError, match="only apply to methods that are trained"):
         load_benchmark_config(bad)
+
+
+def test_time_left_uses_median_step_times_per_kind() -> None:
+    """One step that waited (a paused run) does not inflate the estimate; steps of a kind that has not
+    run yet take the median of all finished steps, and the estimate says it is rough."""
+    bench = Benchmark.__new__(Benchmark)  # only the bookkeeping eta() reads
+    bench.timings = {"train:a:seed0": 100.0, "train:a:seed1": 110.0, "train:b:seed0": 5000.0}
+    bench._left = dict.fromkeys(["train:b:seed1", "train:c:seed0"])
+    assert bench.eta() == "about 3 min 40 s left (2 steps)"
+    bench._left = dict.fromkeys(["train:c:seed0", "evaluate:a:seed0"])
+    assert bench.eta() == "about 3 min 40 s left (2 steps, rough)"
+    bench._left = {}
+    assert bench.eta() == "no steps left"

@@ -34,6 +34,7 @@ import hashlib
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -181,8 +182,9 @@ class Benchmark:
         self.log(f"[benchmark] {name}: {_duration(seconds)}; {self.eta()}")
 
     def eta(self) -> str:
-        """Time left: each pending step takes the mean time of the finished steps of its kind (train,
-        evaluate, ...), or of all finished steps when none of its kind has finished yet."""
+        """Time left: each pending step takes the median time of the finished steps of its kind (train,
+        evaluate, ...), or of all finished steps when none of its kind has finished yet. Medians, so
+        that one step that waited (a paused or suspended run) does not inflate the estimate."""
         by_kind: dict[str, list[float]] = {}
         for name, sec in self.timings.items():
             by_kind.setdefault(_kind(name), []).append(sec)
@@ -190,8 +192,8 @@ class Benchmark:
             return "no steps left"
         if not self.timings:
             return "time left unknown"
-        overall = sum(self.timings.values()) / len(self.timings)
-        left = sum((sum(by_kind[k]) / len(by_kind[k])) if (k := _kind(n)) in by_kind else overall for n in self._left)
+        overall = statistics.median(self.timings.values())
+        left = sum(statistics.median(by_kind[k]) if (k := _kind(n)) in by_kind else overall for n in self._left)
         guess = any(_kind(n) not in by_kind for n in self._left)
         return f"about {_duration(left)} left ({len(self._left)} steps{', rough' if guess else ''})"
 
