@@ -71,15 +71,7 @@ def aggregate(results: Sequence[Mapping[str, Any]], sections: Sequence[str] = ME
 
 def spread(summary: Mapping[str, Any], *path: str | int) -> float | None:
     """The standard deviation stored for ``path`` in an aggregated summary (None for a single run)."""
-    node: Any = summary.get("std")
-    for key in path:
-        if isinstance(node, Mapping):
-            node = node.get(key)
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
-        else:
-            return None
-    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+    return value(summary.get("std") or {}, *path)
 
 
 def value(summary: Mapping[str, Any], *path: str | int) -> float | None:
