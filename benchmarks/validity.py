@@ -1,10 +1,19 @@
 """The validity study: does Align-CR beat its ablations when the SAR is misaligned, and by how much as the
 misalignment grows? Runs configs/validity.yaml at several misalignment levels (all methods at the main
 level, the Align-CR variants at every level; each resumable), then measures whether the trained
-alignment recovers the true shift, and writes docs/validity.md with its figures.
+alignment recovers the true shift, how flat each validation loss is at the end, and writes
+docs/validity.md with its figures.
 
-    python benchmarks/validity.py                     # 6, 0, 3, 12 px; about 40 min for 6 px (all methods), 25-30 min per further level, 2 CPU cores
+    python benchmarks/validity.py                     # 6, 0, 3, 12 px in one process
     python benchmarks/validity.py --levels 0 6 --report-only
+
+On 2 CPU cores four single-threaded processes finish sooner (how docs/validity.md was made):
+
+    python benchmarks/validity.py --levels 6 --variants-only --threads 1 &   # the three Align-CR variants
+    python benchmarks/validity.py --others --threads 1 &                     # the five other methods at 6 px
+    python benchmarks/validity.py --levels 0 --threads 1 &
+    python benchmarks/validity.py --levels 12 --threads 1 &
+    wait; python benchmarks/validity.py --levels 0 6 12 --variants-only --report-only
 
 Align-CR w/o SAR never reads the SAR, and the optical images and clouds are identical at every level
 (``SynthConfig.sar_shift_px``), so it is trained at the main level only and stands for every level.
@@ -33,15 +42,33 @@ SWEPT = ("Align-CR", "Align-CR w/o Align")  # trained at every level (plus the c
 MAIN = 6.0
 
 
-def level_config(base: dict[str, Any], level: float, out: Path) -> dict[str, Any]:
-    """The base configuration at one misalignment level (its own data and output folders)."""
+def level_config(base: dict[str, Any], level: float, out: Path, variants_only: bool = False) -> dict[str, Any]:
+    """The base configuration at one misalignment level (its own data and output folders); with
+    ``variants_only`` the main level trains only the Align-CR variants too."""
     config = copy.deepcopy(base)
     tag = f"shift{level:g}"
     config["out"] = str(out / tag)
     config["data"]["root"] = str(out / f"data_{tag}")
     config["data"]["synth"] = {**config["data"]["synth"], "sar_shift_px": float(level)}
-    if level != MAIN:
-        config["methods"] = [m for m in config["methods"] if m.get("kind") == "cloudy" or m["name"] in SWEPT]
+    keep = SWEPT + (("Align-CR w/o SAR",) if level == MAIN else ())
+    if level != MAIN or variants_only:
+        config["methods"] = [m for m in config["methods"] if m.get("kind") == "cloudy" or m["name"] in keep]
+    return config
+
+
+def others_config(base: dict[str, Any], out: Path, only: list[str] | None = None, part: str = "") -> dict[str, Any]:
+    """The methods other than the Align-CR variants at the main level (or those named in ``only``), in
+    folders of their own (``shift6_others<part>``), so that further processes can train them while the
+    first trains the variants."""
+    config = level_config(base, MAIN, out)
+    tag = f"shift{MAIN:g}_others{part}"
+    config["out"], config["data"]["root"] = str(out / tag), str(out / f"data_{tag}")
+    names = [m["name"] for m in config["methods"]]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise SystemExit(f"--only: no method {unknown} in the configuration (there are {names})")
+    config["methods"] = [m for m in config["methods"] if m.get("kind") == "cloudy" or (
+        m["name"] in only if only else m["name"] not in SWEPT + ("Align-CR w/o SAR",))]
     return config
 
 
@@ -98,11 +125,13 @@ def offsets_vs_truth(bench: Benchmark, seed: int) -> dict[str, float] | None:
             "largest_offset": largest[0]}
 
 
-def training_lengths(bench: Benchmark) -> dict[str, list[tuple[int, int]]]:
-    """Per method, per seed: (epochs trained, epoch of the best validation PSNR), 1-based, from the CSV logs."""
+def training_lengths(bench: Benchmark) -> dict[str, list[dict[str, Any]]]:
+    """Per method, per seed, from the CSV logs: epochs trained, the epoch of the best validation PSNR
+    (1-based; the checkpoint scored) and how flat the validation loss is at the end: the relative change
+    of its mean over the last 5 epochs against the 5 before (``None`` with fewer than 10 epochs)."""
     import csv
 
-    lengths: dict[str, list[tuple[int, int]]] = {}
+    lengths: dict[str, list[dict[str, Any]]] = {}
     for method in bench.config["methods"]:
         if method.get("kind") == "cloudy":
             continue
@@ -112,10 +141,42 @@ def training_lengths(bench: Benchmark) -> dict[str, list[tuple[int, int]]]:
                 continue
             with log.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("val/psnr")]
-            if rows:
-                best = max(rows, key=lambda r: float(r["val/psnr"]))
-                lengths.setdefault(method["name"], []).append((int(rows[-1]["epoch"]) + 1, int(best["epoch"]) + 1))
+            if not rows:
+                continue
+            best = max(rows, key=lambda r: float(r["val/psnr"]))
+            loss = [float(r["val/loss"]) for r in rows]
+            change = None
+            if len(loss) >= 10:
+                last, before = float(np.mean(loss[-5:])), float(np.mean(loss[-10:-5]))
+                change = (last - before) / before
+            lengths.setdefault(method["name"], []).append(
+                {"seed": seed, "epochs": int(rows[-1]["epoch"]) + 1, "best": int(best["epoch"]) + 1,
+                 "flat_change": change})
     return lengths
+
+
+def per_seed_mae(bench: Benchmark, name: str) -> dict[int, float]:
+    """Cloudy-pixel MAE of one method per seed, from its evaluations."""
+    method = next((m for m in bench.config["methods"] if m["name"] == name), None)
+    if method is None:
+        return {}
+    out = {}
+    for seed in bench.seeds(method):
+        f = bench.eval_dir(method, seed) / "metrics.json"
+        if f.is_file():
+            v = value(json.loads(f.read_text()), "removal", "mae_cloudy")
+            if v is not None:
+                out[seed] = v
+    return out
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int] | None:
+    """Per-seed differences a - b (the same seed holds out the same validation tiles and draws the same
+    crops for every method, so pairing removes what the seeds share) as (mean, sample std, seeds)."""
+    diffs = [a[k] - b[k] for k in a if k in b]
+    if not diffs:
+        return None
+    return float(np.mean(diffs)), (float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")), len(diffs)
 
 
 def fmt(summary: dict[str, Any], path: tuple[str, ...], scale: float = 1.0, decimals: int = 2) -> str:
@@ -125,9 +186,35 @@ def fmt(summary: dict[str, Any], path: tuple[str, ...], scale: float = 1.0, deci
     return f"{v * scale:.{decimals}f}" + ("" if s is None else f" ± {s * scale:.{decimals}f}")
 
 
-def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: float | None,
-              diagnostics: dict[float, Any], lengths: dict[float, dict[str, list[tuple[int, int]]]]) -> None:
-    """docs/validity.md and its figures from the finished runs."""
+def override(base: dict[str, Any], key: str) -> str | None:
+    """The value a ``key=value`` entry of the configuration's global overrides sets (None if none does;
+    the last entry wins, as in the configuration system)."""
+    for item in reversed(base.get("overrides", [])):
+        if isinstance(item, str) and item.split("=", 1)[0].strip() == key:
+            return item.split("=", 1)[1].strip()
+    return None
+
+
+def val_curves(bench: Benchmark, name: str) -> list[list[float]]:
+    """Validation loss per epoch of one method, one list per seed, from the CSV logs."""
+    import csv
+
+    method = next((m for m in bench.config["methods"] if m["name"] == name), None)
+    curves = []
+    for seed in bench.seeds(method) if method else []:
+        log = bench.run_dir(method, seed) / "logs" / "csv" / "metrics.csv"
+        if log.is_file():
+            with log.open(newline="") as f:
+                curves.append([float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")])
+    return curves
+
+
+def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: dict[str, float],
+              diagnostics: dict[float, Any], lengths: dict[float, dict[str, list[dict[str, Any]]]],
+              benches: dict[float, Benchmark], others: list[Path] | None = None,
+              earlier: tuple[Path, str] | None = None) -> None:
+    """docs/validity.md and its figures from the finished runs; ``earlier``: the main-level folder of an
+    earlier run and how it differed, for a second all-methods table."""
     from matplotlib.figure import Figure
 
     results = {lv: json.loads((out / f"shift{lv:g}" / "report" / "results.json").read_text())
@@ -137,16 +224,17 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: flo
     main = results[MAIN]["image"]
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
+    xs = sorted(results)
+    variants = (("Align-CR", "tab:red"), ("Align-CR w/o Align", "tab:blue"), ("Align-CR w/o SAR", "tab:gray"))
 
-    # figure: cloudy-pixel MAE of the three variants against the misalignment
+    # figure 1: cloudy-pixel MAE of the three variants against the misalignment
     fig = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    xs = sorted(results)
-    for name, colour in (("Align-CR", "tab:red"), ("Align-CR w/o Align", "tab:blue")):
+    for name, colour in variants[:2]:
         y = [value(results[lv]["image"].get(name, {}), "removal", "mae_cloudy") for lv in xs]
         e = [spread(results[lv]["image"].get(name, {}), "removal", "mae_cloudy") for lv in xs]
         ax.errorbar(xs, [np.nan if v is None else 100 * v for v in y], yerr=[0 if v is None else 100 * v for v in e],
-                    marker="o", capsize=3, color=colour, label=name)
+                    marker="o", capsize=3, color=colour, label=f"{name} (mean ± std, 3 seeds)")
     wo_sar = main.get("Align-CR w/o SAR", {})
     v, s = value(wo_sar, "removal", "mae_cloudy"), spread(wo_sar, "removal", "mae_cloudy") or 0.0
     if v is not None:
@@ -159,6 +247,22 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: flo
     ax.legend(fontsize=8)
     fig.savefig(images / "validity_misalignment.png", dpi=110)
 
+    # figure 2: validation loss per epoch, every seed, one panel per level: is it flat at the end?
+    fig = Figure(figsize=(3.2 * len(xs), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(xs), sharey=True))
+    for ax, lv in zip(axes, xs, strict=True):
+        for name, colour in variants:
+            bench = benches[lv] if name != "Align-CR w/o SAR" else benches[MAIN]
+            for k, curve in enumerate(val_curves(bench, name)):
+                ax.plot(range(1, len(curve) + 1), curve, color=colour, lw=1, alpha=0.8,
+                        label=name if k == 0 else None)
+        ax.set_title(f"{lv:g} px misalignment", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation loss")
+    axes[0].legend(fontsize=7)
+    fig.savefig(images / "validity_val_loss.png", dpi=100)
+
     synth, seeds = base["data"]["synth"], base["seeds"]
     lines = ["# Validity: does the alignment pay off?", "",
              ("Generated by `python benchmarks/validity.py` from `configs/validity.yaml`; numbers are mean ± sample "
@@ -166,64 +270,81 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: flo
              ""]
     machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        machine = cpu
+        machine = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     import os
 
     import torch
 
-    lines += [f"Ran on: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only"
-              + (f"; wall time {seconds / 3600:.2f} h." if seconds else "."), ""]
+    per_level = ", ".join(f"{k} px {v / 60:.0f} min" for k, v in sorted(seconds.items(), key=lambda kv: float(kv[0])))
+    device = "CPU only"
+    if override(base, "trainer.accelerator") != "cpu" and torch.cuda.is_available():
+        device = f"training on {torch.cuda.get_device_name(0)}"
+    lines += [f"Ran on: {machine}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+              + (f"; wall time of each level's process: {per_level}" if seconds else "") + ".", ""]
+    epochs = override(base, "trainer.max_epochs")
+    kind = override(base, "schedule.kind")
+    if kind == "linear":
+        schedule = (f"the learning rate constant for {override(base, 'schedule.constant_epochs')} epochs, then "
+                    f"linearly down over {override(base, 'schedule.decay_epochs')}")
+    else:
+        schedule = f"learning-rate schedule `{kind}`"
+    stopping = override(base, "run.early_stopping")
+    aligncr = next(m for m in base["methods"] if m["name"] == "Align-CR")
+    align_lr = next((o.split("=", 1)[1] for o in aligncr.get("overrides", []) if o.startswith("optim.align_lr=")), None)
     lines += ["## Set-up", "",
               (f"- Data: `m3rcr synth` with {synth['train']} training and {synth['test']} test tiles (seed "
                f"{synth['seed']}); every sample's SAR content is "
                "displaced by exactly *d* optical pixels in a random direction (`--sar-shift d`), "
-               "with d = " + ", ".join(f"{lv:g}" for lv in sorted(results)) + ". The optical images, clouds and "
-              "masks are the same at every level; only the SAR moves."),
-              ("- Methods: all eight at narrow widths with the paper's width ratios (Align-CR: G0 16, G 8, C 2, "
-              "D 2), each with its own loss and optimiser, 64 px crops, batch 4, at most 40 epochs, early "
-              "stopping when the validation loss has not improved for 5 epochs, learning rate halved every 5 "
-              "epochs after 15. The checkpoint with the best validation PSNR is scored."),
+               "with d = " + ", ".join(f"{lv:g}" for lv in xs) + ". The optical images, clouds and "
+               "masks are the same at every level; only the SAR moves. 20 % of the training tiles are held out "
+               "for validation, drawn by the run's seed (the same tiles for every method of a seed)."),
+              ("- Training: narrow widths with the paper's width ratios (Align-CR: G0 16, G 8, C 2, D 2), each "
+               f"method with its own loss and optimiser, 64 px crops, batch 4, {epochs} epochs for every run ("
+               f"{schedule}), " + ("no early stopping" if stopping is None else f"early stopping {stopping}")
+               + (f", Align-CR's alignment at learning rate {align_lr}" if align_lr else "")
+               + ". The checkpoint with the best validation PSNR is scored."),
               ("- Scores: whole 300 x 300 test tiles; the cloud-removal checks (`m3rcr evaluate`) look at cloudy "
-              "pixels only: MAE, and MAE relative to filling each image's clouds with its mean clear-sky "
-              "reflectance."), ""]
-    lines += [f"## All methods at {MAIN:g} px misalignment", "",
-              "| Method | MAE cloudy (x100) | vs mean fill | MAE all (x100) | PSNR (dB) | SSIM | SAM (deg) |",
-              "|---|---|---|---|---|---|---|"]
-    for name, r in main.items():
-        lines.append(f"| {name} | {fmt(r, ('removal', 'mae_cloudy'), 100)} | {fmt(r, ('removal', 'mae_ratio'), 1, 3)} | "
-                     f"{fmt(r, ('overall', 'mae'), 100)} | {fmt(r, ('overall', 'psnr'))} | "
-                     f"{fmt(r, ('overall', 'ssim'), 1, 3)} | {fmt(r, ('overall', 'sam'))} |")
-    lines += ["", "## The misalignment sweep", "", "![Cloudy-pixel MAE against misalignment](images/validity_misalignment.png)",
-              "", "| Misalignment (px) | Align-CR | Align-CR w/o Align | Align-CR w/o SAR | Align-CR minus w/o Align |",
-              "|---|---|---|---|---|"]
-    for lv in sorted(results):
+               "pixels only: MAE, and MAE relative to filling each image's clouds with its mean clear-sky "
+               "reflectance. Differences are paired by seed: the mean ± std of the per-seed differences."), ""]
+
+    lines += ["## The misalignment sweep", "", "![Cloudy-pixel MAE against misalignment](images/validity_misalignment.png)",
+              "", ("| Misalignment (px) | Align-CR | Align-CR w/o Align | Align-CR w/o SAR | Align-CR minus w/o Align "
+                   "(paired) | w/o Align minus w/o SAR (paired) |"), "|---|---|---|---|---|---|"]
+    wo_sar_seeds = per_seed_mae(benches[MAIN], "Align-CR w/o SAR")
+
+    def pair(d: tuple[float, float, int] | None) -> str:
+        return "-" if d is None else f"{100 * d[0]:+.2f} ± {100 * d[1]:.2f}"
+
+    for lv in xs:
         img = results[lv]["image"]
-        a, b = img.get("Align-CR", {}), img.get("Align-CR w/o Align", {})
-        va, vb = value(a, "removal", "mae_cloudy"), value(b, "removal", "mae_cloudy")
-        diff = "-" if va is None or vb is None else f"{100 * (va - vb):+.2f}"
-        lines.append(f"| {lv:g} | {fmt(a, ('removal', 'mae_cloudy'), 100)} | {fmt(b, ('removal', 'mae_cloudy'), 100)} | "
-                     f"{fmt(wo_sar, ('removal', 'mae_cloudy'), 100)} | {diff} |")
-    lines += ["", "Cloudy-pixel MAE x100 (lower is better).", ""]
+        a_seeds, b_seeds = per_seed_mae(benches[lv], "Align-CR"), per_seed_mae(benches[lv], "Align-CR w/o Align")
+        lines.append(f"| {lv:g} | {fmt(img.get('Align-CR', {}), ('removal', 'mae_cloudy'), 100)} | "
+                     f"{fmt(img.get('Align-CR w/o Align', {}), ('removal', 'mae_cloudy'), 100)} | "
+                     f"{fmt(wo_sar, ('removal', 'mae_cloudy'), 100)} | {pair(paired(a_seeds, b_seeds))} | "
+                     f"{pair(paired(b_seeds, wo_sar_seeds))} |")
+    lines += ["", "Cloudy-pixel MAE x100 (lower is better); a negative difference means the first is better.", ""]
+
     if lengths:
-        lines += ["## How long each run trained", "",
-                  ("Epochs trained before early stopping (of at most 40) and, in brackets, the epoch of the best "
-                  "validation PSNR (the checkpoint scored), per seed."), "",
+        lines += ["## Is the validation loss flat?", "", "![Validation loss per epoch](images/validity_val_loss.png)", "",
+                  ("Per seed: the change of the mean validation loss over the last 5 epochs against the 5 before "
+                   "(negative: still falling), and in brackets the epoch of the best validation PSNR (the "
+                   "checkpoint scored) of the epochs trained."), "",
                   "| Misalignment (px) | Method | " + " | ".join(f"seed {k}" for k in seeds) + " |",
                   "|---|---|" + "---|" * len(seeds)]
         for lv, per_method in sorted(lengths.items()):
             for name, runs in per_method.items():
-                cells = [f"{n} ({b})" for n, b in runs] + ["-"] * (len(seeds) - len(runs))
-                lines.append(f"| {lv:g} | {name} | " + " | ".join(cells) + " |")
+                cells = [("-" if r["flat_change"] is None else f"{100 * r['flat_change']:+.1f} %")
+                         + f" ({r['best']} of {r['epochs']})" for r in runs]
+                lines.append(f"| {lv:g} | {name} | " + " | ".join(cells + ["-"] * (len(seeds) - len(cells))) + " |")
         lines.append("")
     if diagnostics:
         lines += ["## Does the alignment find the shift?", "",
                   ("The mean offset of Align-CR's first level-1 deformable convolution on each test image, against "
-                  "the true SAR displacement (optical pixels): the least-squares gain (1 = the alignment undoes "
-                  "the shift exactly, 0 = it ignores it), the share of the offsets' variance the shift explains, and the "
+                   "the true SAR displacement (optical pixels): the least-squares gain (1 = the alignment undoes "
+                   "the shift exactly, 0 = it ignores it), the share of the offsets' variance the shift explains, and the "
                    "largest offset any of the alignment's deformable convolutions produces on the test tiles."),
                   "", "| Misalignment (px) | seed | gain | R^2 | mean abs offset (px) | largest offset, any alignment DCN (feature px) |",
                   "|---|---|---|---|---|---|"]
@@ -236,6 +357,32 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: flo
                     lines.append(f"| {lv:g} | {seed} | {gain} | {r2} | {d['mean_abs_offset_px']:.2f} | "
                                  f"{d.get('largest_offset', float('nan')):.2f} |")
         lines.append("")
+
+    table = dict(main)
+    if others:
+        variants_here = {k: v for k, v in main.items() if k in SWEPT + ("Align-CR w/o SAR",)}
+        table = {}
+        for folder in others:
+            found = json.loads((folder / "report" / "results.json").read_text())["image"]
+            table.update({k: v for k, v in found.items() if k not in variants_here and k not in table})
+        table.update(variants_here)
+    lines += [f"## All methods at {MAIN:g} px misalignment", ""]
+    if others:
+        lines += [("The methods other than the Align-CR variants were trained with the same configuration by further "
+                   "processes (`--others`; folders " + ", ".join(f"`{f.name}`" for f in others)
+                   + ", each with its own copy of the same data)."), ""]
+    header = ["| Method | MAE cloudy (x100) | vs mean fill | MAE all (x100) | PSNR (dB) | SSIM | SAM (deg) |",
+              "|---|---|---|---|---|---|---|"]
+
+    def rows(results: dict[str, Any]) -> list[str]:
+        return [f"| {name} | {fmt(r, ('removal', 'mae_cloudy'), 100)} | {fmt(r, ('removal', 'mae_ratio'), 1, 3)} | "
+                f"{fmt(r, ('overall', 'mae'), 100)} | {fmt(r, ('overall', 'psnr'))} | "
+                f"{fmt(r, ('overall', 'ssim'), 1, 3)} | {fmt(r, ('overall', 'sam'))} |" for name, r in results.items()]
+
+    lines += [*header, *rows(table), ""]
+    if earlier is not None:
+        lines += [f"### The first run of this study ({earlier[1]})", "", *header,
+                  *rows(json.loads((earlier[0] / "report" / "results.json").read_text())["image"]), ""]
     doc = ROOT / "docs" / "validity.md"
     existing = doc.read_text() if doc.is_file() else ""
     marker = "## What it means"
@@ -250,25 +397,67 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "validity"))
     parser.add_argument("--levels", type=float, nargs="+", default=[MAIN, 0.0, 3.0, 12.0])
     parser.add_argument("--report-only", action="store_true", help="only write docs/validity.md from finished runs")
+    parser.add_argument("--threads", type=int, help="CPU threads for this process (two processes on different "
+                        "levels with one thread each finish sooner on 2 cores than one with two)")
+    parser.add_argument("--others", action="store_true",
+                        help="only train the five methods other than the Align-CR variants at the main level, in a "
+                        "folder of their own (run beside a --variants-only process; no report)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra overrides for every run, after the configuration's (use with another --out), "
+                        "e.g. a longer training on a GPU: trainer.accelerator=auto trainer.max_epochs=150 "
+                        "schedule.constant_epochs=60 schedule.decay_epochs=90")
+    parser.add_argument("--earlier", type=Path, help="the main-level folder (shift6) of an earlier run of the "
+                        "study, whose all-methods table the report shows too")
+    parser.add_argument("--earlier-note", default="an earlier configuration",
+                        help="with --earlier: how that run differed, for the table's title")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="with --others: just these methods")
+    parser.add_argument("--part", default="", help="with --others: suffix of its folder (shift6_others<PART>), so "
+                        "that several --others processes can run side by side")
+    parser.add_argument("--variants-only", action="store_true",
+                        help="train only the Align-CR variants at the main level too (not the five other methods)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     base = load_benchmark_config(args.config)
+    base["overrides"] = [*(base.get("overrides") or []), *args.set]
     out = Path(args.out)
+    if args.others:
+        t0 = time.perf_counter()
+        config = others_config(base, out, args.only, args.part)
+        Benchmark(config, config["out"]).run()
+        print(f"{', '.join(m['name'] for m in config['methods'])} at {MAIN:g} px: {time.perf_counter() - t0:.0f} s")
+        return 0
     timing_file = out / "wall_seconds.json"
     spent = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     diagnostics: dict[float, Any] = {}
-    lengths: dict[float, dict[str, list[tuple[int, int]]]] = {}
+    lengths: dict[float, dict[str, list[dict[str, Any]]]] = {}
+    benches: dict[float, Benchmark] = {}
     for level in args.levels:
-        config = level_config(base, level, out)
-        bench = Benchmark(config, config["out"])
+        config = level_config(base, level, out, args.variants_only)
+        bench = benches[level] = Benchmark(config, config["out"])
         if not args.report_only:
             t0 = time.perf_counter()
             bench.run()
+            # another process may be running other levels: merge with what it wrote meanwhile
+            spent = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
             spent[f"{level:g}"] = spent.get(f"{level:g}", 0.0) + time.perf_counter() - t0
             out.mkdir(parents=True, exist_ok=True)
             timing_file.write_text(json.dumps(spent, indent=1))
         diagnostics[level] = {seed: offsets_vs_truth(bench, seed) for seed in base["seeds"]}
         lengths[level] = training_lengths(bench)
-    write_doc(base, out, sorted(set(args.levels)), sum(spent.values()) or None, diagnostics, lengths)
+    others = sorted(p for p in out.glob(f"shift{MAIN:g}_others*") if (p / "report" / "results.json").is_file())
+    if args.variants_only and MAIN in lengths:
+        for folder in others:
+            config = others_config(base, out, None, folder.name.removeprefix(f"shift{MAIN:g}_others"))
+            lengths[MAIN] = {**training_lengths(Benchmark(config, config["out"])), **lengths[MAIN]}
+    if MAIN not in benches:  # w/o SAR stands for every level and is trained at the main level only
+        config = level_config(base, MAIN, out, args.variants_only)
+        benches[MAIN] = Benchmark(config, config["out"])
+    write_doc(base, out, sorted(set(args.levels)), spent, diagnostics, lengths, benches,
+              others if args.variants_only else [],
+              (args.earlier, args.earlier_note) if args.earlier else None)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=False)
     print(f"commit {commit.stdout.strip()}; outputs in {out}; seconds per level: {spent}")
     return 0

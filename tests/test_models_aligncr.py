@@ -289,3 +289,45 @@ def test_ablation_checkpoints_convert(ablation: str) -> None:
     model = create_model(name, **config)
     model.load_state_dict(ours, strict=True)
     assert model.config == create_model(ablation).config
+
+
+def test_alignment_offsets_move_to_undo_a_known_shift() -> None:
+    """The alignment's deformable offsets get a gradient that points the right way: trained to read an
+    unshifted feature map out of one displaced by 2 px to the east (the reference a different linear
+    "modality" of the unshifted map), its level-1 offsets move about 2 px east and not north-south. A sign
+    or (dy, dx) order error in the offset path makes them move west, north-south, or not at all."""
+    from m3rcr.models.aligncr import SARAlignment
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    c, h, pad, shift = 8, 24, 8, 2.0
+    align = SARAlignment(c, deformable_groups=1)
+    opt = torch.optim.Adam(align.parameters(), 3e-3)
+    modality = torch.randn(c, c, 1, 1, generator=gen) * 0.3
+
+    def batch(b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p = h + 2 * pad
+        f = F.avg_pool2d(torch.randn(b, c, p, p, generator=gen), 5, 1, 2) * 3  # smooth features
+        ys, xs = torch.meshgrid(torch.arange(p + 0.0), torch.arange(p + 0.0), indexing="ij")
+        grid = torch.stack([(xs - shift + 0.5) / p * 2 - 1, (ys + 0.5) / p * 2 - 1], -1)
+        source = F.grid_sample(f, grid.expand(b, -1, -1, -1), align_corners=False)  # source(x) = f(x - 2)
+        inner = slice(pad, pad + h)
+        return source[..., inner, inner], F.conv2d(f, modality)[..., inner, inner], f[..., inner, inner]
+
+    for _ in range(100):
+        source, reference, target = batch(8)
+        loss = (align(source, reference) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    captured = []
+    dcn = align.pcd.dcn_pack["l1"]
+    hook = dcn.register_forward_hook(lambda mod, inp, out: captured.append(mod.conv_offset(inp[1])[:, :18]))
+    source, reference, _ = batch(16)
+    with torch.no_grad():
+        align(source, reference)
+    hook.remove()
+    off = captured[0].view(16, 9, 2, h, h)[..., 4:-4, 4:-4]  # (dy, dx) per tap, away from the borders
+    dy, dx = float(off[:, :, 0].mean()), float(off[:, :, 1].mean())
+    assert dx > 0.5, f"offsets did not move east to undo the shift: dx {dx:.3f}"
+    assert abs(dy) < 0.3, f"offsets moved north-south for an east-west shift: dy {dy:.3f}"
