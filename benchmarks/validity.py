@@ -125,22 +125,29 @@ def offsets_vs_truth(bench: Benchmark, seed: int) -> dict[str, float] | None:
             "largest_offset": largest[0]}
 
 
+def val_rows(bench: Benchmark, name: str) -> list[tuple[int | None, list[dict[str, str]]]]:
+    """Per seed of one method: the rows of its CSV log that hold a validation result."""
+    import csv
+
+    method = next((m for m in bench.config["methods"] if m["name"] == name), None)
+    runs = []
+    for seed in bench.seeds(method) if method else []:
+        log = bench.run_dir(method, seed) / "logs" / "csv" / "metrics.csv"
+        if log.is_file():
+            with log.open(newline="") as f:
+                runs.append((seed, [r for r in csv.DictReader(f) if r.get("val/loss") and r.get("val/psnr")]))
+    return runs
+
+
 def training_lengths(bench: Benchmark) -> dict[str, list[dict[str, Any]]]:
     """Per method, per seed, from the CSV logs: epochs trained, the epoch of the best validation PSNR
     (1-based; the checkpoint scored) and how flat the validation loss is at the end: the relative change
     of its mean over the last 5 epochs against the 5 before (``None`` with fewer than 10 epochs)."""
-    import csv
-
     lengths: dict[str, list[dict[str, Any]]] = {}
     for method in bench.config["methods"]:
         if method.get("kind") == "cloudy":
             continue
-        for seed in bench.seeds(method):
-            log = bench.run_dir(method, seed) / "logs" / "csv" / "metrics.csv"
-            if not log.is_file():
-                continue
-            with log.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("val/psnr")]
+        for seed, rows in val_rows(bench, method["name"]):
             if not rows:
                 continue
             best = max(rows, key=lambda r: float(r["val/psnr"]))
@@ -171,8 +178,8 @@ def per_seed_mae(bench: Benchmark, name: str) -> dict[int, float]:
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int] | None:
-    """Per-seed differences a - b (the same seed holds out the same validation tiles and draws the same
-    crops for every method, so pairing removes what the seeds share) as (mean, sample std, seeds)."""
+    """Per-seed differences a - b (a seed holds out the same validation tiles for every method, so pairing
+    removes what the methods of one seed share) as (mean, sample std, seeds)."""
     diffs = [a[k] - b[k] for k in a if k in b]
     if not diffs:
         return None
@@ -193,20 +200,6 @@ def override(base: dict[str, Any], key: str) -> str | None:
         if isinstance(item, str) and item.split("=", 1)[0].strip() == key:
             return item.split("=", 1)[1].strip()
     return None
-
-
-def val_curves(bench: Benchmark, name: str) -> list[list[float]]:
-    """Validation loss per epoch of one method, one list per seed, from the CSV logs."""
-    import csv
-
-    method = next((m for m in bench.config["methods"] if m["name"] == name), None)
-    curves = []
-    for seed in bench.seeds(method) if method else []:
-        log = bench.run_dir(method, seed) / "logs" / "csv" / "metrics.csv"
-        if log.is_file():
-            with log.open(newline="") as f:
-                curves.append([float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")])
-    return curves
 
 
 def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: dict[str, float],
@@ -234,7 +227,7 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: dic
         y = [value(results[lv]["image"].get(name, {}), "removal", "mae_cloudy") for lv in xs]
         e = [spread(results[lv]["image"].get(name, {}), "removal", "mae_cloudy") for lv in xs]
         ax.errorbar(xs, [np.nan if v is None else 100 * v for v in y], yerr=[0 if v is None else 100 * v for v in e],
-                    marker="o", capsize=3, color=colour, label=f"{name} (mean ± std, 3 seeds)")
+                    marker="o", capsize=3, color=colour, label=f"{name} (mean ± std, {len(base['seeds'])} seeds)")
     wo_sar = main.get("Align-CR w/o SAR", {})
     v, s = value(wo_sar, "removal", "mae_cloudy"), spread(wo_sar, "removal", "mae_cloudy") or 0.0
     if v is not None:
@@ -253,7 +246,8 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: dic
     for ax, lv in zip(axes, xs, strict=True):
         for name, colour in variants:
             bench = benches[lv] if name != "Align-CR w/o SAR" else benches[MAIN]
-            for k, curve in enumerate(val_curves(bench, name)):
+            for k, (_, rows) in enumerate(val_rows(bench, name)):
+                curve = [float(r["val/loss"]) for r in rows]
                 ax.plot(range(1, len(curve) + 1), curve, color=colour, lw=1, alpha=0.8,
                         label=name if k == 0 else None)
         ax.set_title(f"{lv:g} px misalignment", fontsize=9)
