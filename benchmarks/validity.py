@@ -360,6 +360,8 @@ def write_doc(base: dict[str, Any], out: Path, levels: list[float], seconds: dic
             found = json.loads((folder / "report" / "results.json").read_text())["image"]
             table.update({k: v for k, v in found.items() if k not in variants_here and k not in table})
         table.update(variants_here)
+        order = [m["name"] for m in base["methods"]]  # the configuration's order, whichever folder had them
+        table = {k: table[k] for k in sorted(table, key=lambda k: order.index(k) if k in order else len(order))}
     lines += [f"## All methods at {MAIN:g} px misalignment", ""]
     if others:
         lines += [("The methods other than the Align-CR variants were trained with the same configuration by further "
