@@ -31,7 +31,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	rm -rf $(DEMO)/runs $(DEMO)/eval $(DEMO)/report $(DEMO)/scene
+	rm -rf $(DEMO)/runs $(DEMO)/eval $(DEMO)/report $(DEMO)/scene $(DEMO)/samples $(DEMO)/real
 	$(M3RCR) synth $(DEMO)/data --train 24 --test 8 --seed 0 --overwrite
 	$(M3RCR) info --data $(DEMO)/data --split test --check
 	$(M3RCR) show --data $(DEMO)/data --split test --index 0 1 2 3 --out $(DEMO)/samples

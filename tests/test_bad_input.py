@@ -243,7 +243,8 @@ def test_bad_crop_sizes(real_root: Path, tmp_path: Path, capsys) -> None:
     for size in (0, -5, (160, 0)):
         with pytest.raises(ValueError, match="positive size"):
             M3RCRDataset(real_root, "test", crop_size=size)
-    code = main(["show", "--data", str(real_root), "--split", "test", "--crop", "0", "--out", str(tmp_path / "c.png")])
-    assert code == 2 and "positive size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse names the flag
+        main(["show", "--data", str(real_root), "--split", "test", "--crop", "0", "--out", str(tmp_path / "c.png")])
+    assert exc.value.code == 2 and "argument --crop" in capsys.readouterr().err
     code = main(["show", "--data", str(real_root), "--split", "test", "--crop", "301", "--out", str(tmp_path / "c.png")])
     assert code == 2 and "does not fit" in capsys.readouterr().err

@@ -170,7 +170,7 @@ def test_score_scene_strips_equal_the_whole_image(tmp_path: Path) -> None:
     # the CLI prints the measures and, with --strict, fails on a missed target
     out = tmp_path / "m.json"
     argv = ["score-scene", "--result", str(files["pred"]), "--cloudy", str(files["cloudy"]), "--reference",
-            str(files["ref"]), "--mask", str(files["mask"]), "--json", str(out)]
+            str(files["ref"]), "--mask", str(files["mask"]), "--json", str(out), "--overwrite"]
     assert main(argv) == 0
     payload = json.loads(out.read_text())
     assert payload["mae_ratio"] == pytest.approx(whole.mae_ratio)

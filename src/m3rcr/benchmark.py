@@ -123,6 +123,27 @@ def _file_hash(path: str | Path | None) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
 
 
+def prepare_out(out: str | Path, overwrite: bool = False) -> bool:
+    """Check the benchmark folder ``out`` before a run; True when it holds a benchmark to continue.
+
+    A folder holding a benchmark (its state file or configuration) is continued, steps already done being skipped; with
+    ``overwrite`` it is deleted and the benchmark starts again. Any other non-empty folder is refused, with
+    or without ``overwrite``: it is not this tool's to delete.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not any((out / name).is_file() for name in (STATE_FILE, "benchmark_config.yaml")):
+        raise FileExistsError(f"{out}: exists, is not empty and holds no benchmark ({STATE_FILE}); choose a new "
+                              "folder")
+    if overwrite:
+        shutil.rmtree(out)
+        return False
+    return True
+
+
 class Benchmark:
     """Runs a benchmark configuration step by step, recording finished steps in ``OUT/benchmark_state.json``."""
 
@@ -309,7 +330,7 @@ class Benchmark:
             settings = {"checkpoint": str(ckpt), "model": getattr(model, "registry_name", None), "seed": seed}
         evaluate(predict, self._dataset(), self.eval_dir(method, seed), method["name"],
                  batch_size=self.batch_size, device=device, save_predictions=True,
-                 figure_count=self.figure_count, settings=settings, progress=False)
+                 figure_count=self.figure_count, settings=settings, progress=False, overwrite=True)
 
     def complexity(self, method: dict[str, Any]) -> None:
         from m3rcr.evaluation.complexity import measure
@@ -355,7 +376,8 @@ class Benchmark:
             figure[semantic_source(m["name"], seeds[0], len(seeds))] = m["name"]  # Fig. 7 shows the first seed
         semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self._dataset(),
                           sources, self.out / "semantic", batch_size=self.batch_size, device=device,
-                          figure_count=min(self.figure_count, 3), progress=False, figure_sources=figure)
+                          figure_count=min(self.figure_count, 3), progress=False, figure_sources=figure,
+                          overwrite=True)
 
     def report(self) -> None:
         from m3rcr.reports.benchmark import write_report

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -17,6 +18,55 @@ from rasterio.errors import RasterioError
 
 from m3rcr import __version__
 from m3rcr.errors import DataError
+from m3rcr.utils.files import OutputExistsError, check_output
+from m3rcr.utils.text import percent
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse prefixes the flag's name to the message)."""
+    return _whole_number(text, 1)
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _whole_number(text, 0)
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (NaN and infinity would turn every pixel into no-data or garbage)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _whole_number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {value}")
+    return value
+
+
+_OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".tif", ".tiff", ".pdf", ".svg", ".gif", ".bmp", ".webp"}
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist (default: refuse; missing parent folders are always created)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, split_default: str | None = None) -> None:
@@ -34,7 +84,16 @@ def _add_loading_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
                    help="interpolation in geo mode (default: nearest)")
     g.add_argument("--landcover-level", type=int, choices=(1, 2), default=1, help="land-cover classes (default: 1)")
-    g.add_argument("--crop", type=int, metavar="N", help="centred crop of N x N optical pixels (default: whole tile)")
+    g.add_argument("--crop", type=_positive, metavar="N", help="centred crop of N x N optical pixels (default: whole tile)")
+
+
+def _add_stretch_arg(p: argparse.ArgumentParser, source: str = "the pixels clear in the cloudy image and in the "
+                                                                  "cloud-free image") -> None:
+    # the same choices and meaning on every command that draws RGB images (m3rcr.data.plot.stretch_limits)
+    p.add_argument("--stretch", choices=("percentile", "fixed"), default="percentile",
+                   help=f"RGB display stretch, one for all RGB panels of a sample: 'percentile' maps each band's "
+                        f"2nd-98th percentile over {source} to the display range, 'fixed' maps reflectance 0-0.3 "
+                        f"(default: percentile)")
 
 
 def _dataset(args: argparse.Namespace):
@@ -47,13 +106,12 @@ def _dataset(args: argparse.Namespace):
 # --------------------------------------------------------------------------- commands
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write a synthetic dataset in the official layout."""
-    from tqdm import tqdm
-
     from m3rcr.data.synthetic import SynthConfig, generate_dataset
+    from m3rcr.utils.progress import progress
 
     config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes,
                          max_sar_shift_px=args.max_sar_shift, sar_shift_px=args.sar_shift)
-    with tqdm(total=args.train + args.test, desc="synth", unit="sample", disable=args.quiet) as bar:
+    with progress(total=args.train + args.test, desc="synth", unit="sample", enabled=not args.quiet) as bar:
         out = generate_dataset(args.out, args.train, args.test, seed=args.seed, config=config,
                                overwrite=args.overwrite, progress=lambda done, total: bar.update(1))
     print(f"wrote {args.train} train + {args.test} test samples to {out}")
@@ -64,9 +122,7 @@ def cmd_synth_scene(args: argparse.Namespace) -> int:
     """Write a synthetic whole scene (optical, SAR, land cover, cloud mask, UDM)."""
     from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace its files)")
+    out = check_output(args.out, args.overwrite, folder=True)
     cfg = SceneConfig(height=args.height, width=args.width, sar_crs=args.sar_crs, sar_units=args.sar_units,
                       sar_cover=args.sar_cover, cloud_cover=args.cloud_cover, season=args.season)
     paths = generate_scene(out, cfg, seed=args.seed)
@@ -75,30 +131,39 @@ def cmd_synth_scene(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Render samples to PNG."""
+    """Render samples to PNG: one sample to OUT.png, or several into the folder OUT."""
     from m3rcr.utils.files import atomic_path
 
     ds = _dataset(args)
+    where = args.csv or Path(args.data) / args.split
     indices = list(args.index)
     if args.name:
         names = ds.names
         missing = [n for n in args.name if n not in names]
         if missing:
-            raise DataError(args.csv or Path(args.data) / args.split, f"no sample named {', '.join(missing)}")
+            raise DataError(where, f"no sample named {', '.join(missing)}")
         indices += [names.index(n) for n in args.name]
     if args.all:
         indices = list(range(len(ds)))
-    if not indices:
-        indices = [0]
+    indices = list(dict.fromkeys(indices)) or [0]  # a sample asked for twice (by index and by name) is drawn once
     for i in indices:
         if not 0 <= i < len(ds):
-            raise DataError(args.csv or Path(args.data) / args.split, f"index {i} out of range ({len(ds)} samples)")
+            raise DataError(where, f"index {i} out of range ({len(ds)} samples)")
     out = Path(args.out)
-    to_folder = len(indices) > 1 or out.suffix.lower() != ".png"
-    for i in indices:
+    if out.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
+        raise ValueError(f"--out {out}: pictures are written as PNG; give a .png file (one sample) or a folder")
+    if len(indices) > 1 and out.suffix.lower() == ".png":
+        raise ValueError(f"--out {out}: {len(indices)} samples go into a folder; give a folder name, "
+                         "or one sample for a .png file")
+    to_folder = out.suffix.lower() != ".png"
+    if to_folder:
+        check_output(out, overwrite=True, folder=True)  # a folder of pictures may grow; its files are checked below
+    targets = {i: out / f"{args.split}_{i:04d}_{ds.samples[i].name}.png" if to_folder else out for i in indices}
+    for target in targets.values():  # before drawing anything
+        check_output(target, args.overwrite)
+    for i, target in targets.items():
         sample = ds[i]
         fig = ds.plot(sample, stretch=args.stretch)
-        target = out / f"{args.split}_{i:04d}_{sample['name']}.png" if to_folder else out
         with atomic_path(target) as tmp:
             fig.savefig(tmp, dpi=args.dpi)
         print(target)
@@ -120,13 +185,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         import warnings
 
         import numpy as np
-        from tqdm import tqdm
+
+        from m3rcr.utils.progress import progress
 
         bins = Counter()
         classes = np.zeros(len(class_names(args.landcover_level)) + 1, dtype=np.int64)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for i in tqdm(range(len(ds)), desc="check", unit="sample", disable=args.json):
+            for i in progress(range(len(ds)), desc="check", unit="sample", enabled=not args.json):
                 try:
                     sample = ds[i]
                 except DataError as exc:
@@ -160,9 +226,8 @@ _SCENE_FLAGS = ("cloudy", "cloudfree", "sar", "landcover", "cloudmask", "cloudma
 
 def cmd_build_dataset(args: argparse.Namespace) -> int:
     """Cut an M3R-CR-style dataset out of whole scenes."""
-    from tqdm import tqdm
-
     from m3rcr.data.build import BuildOptions, build_dataset, load_manifest, scene_set_from_mapping
+    from m3rcr.utils.progress import progress as progress_bar
 
     given = {k: getattr(args, k) for k in _SCENE_FLAGS if getattr(args, k) is not None}
     if args.scenes:
@@ -185,7 +250,7 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
 
     def progress(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc="build", unit="tile", disable=args.quiet))
+            bars.append(progress_bar(total=total, desc="build", unit="tile", enabled=not args.quiet))
         bars[0].update(done - bars[0].n)
 
     try:
@@ -213,6 +278,7 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     """Convert an authors' Align-CR checkpoint to ours."""
     from m3rcr.models.convert import convert_checkpoint
 
+    check_output(args.dst, args.overwrite)
     name, config = convert_checkpoint(args.src, args.dst)
     print(f"wrote {args.dst}: model {name}, " + ", ".join(f"{k}={v}" for k, v in config.items()))
     return 0
@@ -278,6 +344,13 @@ def _split_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str
     return out
 
 
+def _print_run(run: Path) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # every process of a multi-GPU run gets here; one line is enough
+        print(f"run folder: {run}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model from a YAML configuration (or resume a run)."""
     from m3rcr.training.config import load_config
@@ -290,7 +363,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = train(resume=args.resume, overrides=overrides)
     else:
         run = train(load_config(args.config, overrides))  # without --config: the defaults (configs/aligncr.yaml)
-    print(f"run folder: {run}")
+    _print_run(run)
     return 0
 
 
@@ -301,7 +374,15 @@ def _device(name: str):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: m3rcr runs on cpu or cuda (cuda:N), not {device.type}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -310,6 +391,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from m3rcr.evaluation.evaluate import cloudy_predictor, evaluate, model_predictor
     from m3rcr.models import load_model
 
+    check_output(args.out, args.overwrite, folder=True)  # before minutes of work
     device = _device(args.device)
     ds = M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
                       landcover_mode="geo" if args.sar_mode == "geo" else "nearest", crop_size=args.crop,
@@ -327,7 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate(predict, ds, args.out, args.name or method, batch_size=args.batch_size, device=device,
                        num_workers=args.workers, clip=args.clip, save_predictions=args.save_predictions,
                        figure_names=args.samples, figure_count=args.figure_count, settings=settings,
-                       progress=not args.quiet)
+                       progress=not args.quiet, overwrite=args.overwrite, stretch=args.stretch)
     o = summary["overall"]
     print(f"{args.name or method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
           f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {args.out}")
@@ -345,10 +427,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """One set of tables and figures for several evaluations."""
     from m3rcr.evaluation.evaluate import compare
 
-    if args.names and len(args.names) != len(args.folders):
-        raise ValueError("--names needs one name per folder")
-    compare(args.folders, args.out, args.names)
-    print(f"tables and figures in {args.out}")
+    compare(args.folders, args.out, args.names, overwrite=args.overwrite, stretch=args.stretch)
+    print(f"tables and figures in {args.out}; open {Path(args.out) / 'report.html'} in a browser")
     return 0
 
 
@@ -379,7 +459,7 @@ def cmd_seg_train(args: argparse.Namespace) -> int:
         if config["task"] != "segmentation":
             raise ValueError(f"{args.config}: not a segmentation configuration (task: {config['task']})")
         run = train(config)
-    print(f"run folder: {run}")
+    _print_run(run)
     return 0
 
 
@@ -390,6 +470,7 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     from m3rcr.evaluation.semantic import predictions_source, semantic_evaluate
     from m3rcr.models import load_model, load_segmentation_model
 
+    check_output(args.out, args.overwrite, folder=True)
     device = _device(args.device)
     segmenter = load_segmentation_model(args.checkpoint, device=device)
     ds = M3RCRDataset(args.data, args.split, args.csv, crop_size=args.crop, crop="center")
@@ -399,7 +480,8 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     for name, folder in _named(args.predictions, "--predictions"):
         sources[name] = predictions_source(folder)
     results = semantic_evaluate(segmenter, ds, sources, args.out, batch_size=args.batch_size, device=device,
-                                figure_names=args.samples, figure_count=args.figure_count, progress=not args.quiet)
+                                figure_names=args.samples, figure_count=args.figure_count, progress=not args.quiet,
+                                overwrite=args.overwrite, stretch=args.stretch)
     for name, r in results.items():
         o = r["overall"]
         print(f"{name}: mIoU {o['miou']:.2f} %  PA {o['pa']:.2f} %" if o["miou"] is not None else f"{name}: no pixels")
@@ -409,11 +491,19 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Remove clouds from a whole georeferenced scene."""
-    from m3rcr.inference.predict import predict_scene, write_stats
+    from m3rcr.inference.predict import model_uses_sar, predict_scene, write_stats
     from m3rcr.models import load_model
 
+    outputs = [p for p in (args.out, args.preview, args.stats) if p]
+    if len({Path(p).resolve() for p in outputs}) < len(outputs):
+        raise ValueError("--out, --preview and --stats must name different files")
+    for path in outputs:  # all refused before any tile runs
+        check_output(path, args.overwrite)
     device = _device(args.device)
     model = load_model(args.checkpoint, device)
+    if args.sar and not model_uses_sar(model):
+        name = getattr(model, "registry_name", type(model).__name__)
+        print(f"warning: model {name} does not use SAR; --sar {args.sar} is ignored", file=sys.stderr)
     stats = predict_scene(
         model, args.cloudy, args.out, args.sar, bands=args.bands, scale=args.scale, offset=args.offset,
         sar_bands=args.sar_bands, sar_units=args.sar_units,
@@ -421,19 +511,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=device, precision=args.precision, overwrite=args.overwrite,
         progress=not args.quiet, checkpoint=args.checkpoint)
     print(f"wrote {args.out}: {stats.tiles_run} of {stats.tiles} tiles run in {stats.batches} batches, "
-          f"{stats.valid_fraction:.1%} of the pixels have data, {stats.seconds:.1f} s")
+          f"{percent(stats.valid_fraction)} of the pixels have data, {stats.seconds:.1f} s")
     if stats.sar_covered_fraction is not None and stats.sar_covered_fraction < 0.999:
-        print(f"note: the SAR covers {stats.sar_covered_fraction:.1%} of the scene's extent; "
-              "pixels outside it are no-data", file=sys.stderr)
+        print(f"note: the SAR has data for {percent(stats.sar_covered_fraction)} of the scene's valid pixels; "
+              "pixels without it (outside its footprint, NaN or no-data) are no-data", file=sys.stderr)
     if stats.nonfinite_tiles:
         print(f"warning: the model returned NaN or infinity in {stats.nonfinite_tiles} tile(s); pixels no tile "
               "predicted are no-data", file=sys.stderr)
+    if stats.mask_covered_fraction is not None and stats.mask_covered_fraction < 0.999:
+        print(f"note: the cloud mask covers {percent(stats.mask_covered_fraction)} of the scene's extent; pixels "
+              "outside it count as clear and keep their input values", file=sys.stderr)
     if stats.valid_fraction == 0:
         print("warning: no pixel has both optical data and SAR coverage; the output is all no-data", file=sys.stderr)
+    elif stats.tiles_run == 0:
+        print("warning: the model ran on no tile (no pixel has both optical data and SAR): nothing was predicted; "
+              "only the clear pixels the mask keeps have data", file=sys.stderr)
     if args.stats:
         write_stats(args.stats, stats)
     if args.preview:
-        _scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview)
+        _scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview, mask=args.mask,
+                       stretch=args.stretch, scale=args.scale, offset=args.offset)
         print(f"preview: {args.preview}")
     return 0
 
@@ -443,6 +540,8 @@ def cmd_score_scene(args: argparse.Namespace) -> int:
     from m3rcr.evaluation.removal import TARGETS, format_measures
     from m3rcr.evaluation.scene import score_scene, write_measures
 
+    if args.json:
+        check_output(args.json, args.overwrite)
     measures = score_scene(args.result, args.cloudy, args.reference, args.mask, bands=args.bands, scale=args.scale,
                            offset=args.offset)
     print(f"{args.result} against {args.reference}:")
@@ -450,26 +549,35 @@ def cmd_score_scene(args: argparse.Namespace) -> int:
     if args.json:
         write_measures(args.json, measures, {"result": args.result, "cloudy": args.cloudy,
                                              "reference": args.reference, "mask": args.mask, "targets": TARGETS})
-    failed = [k for k, ok in measures.checks().items() if ok is False]
+    checks = measures.checks()
+    failed = [k for k, ok in checks.items() if ok is False]
     if args.strict and failed:
         print(f"m3rcr score-scene: the result misses the target(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if args.strict and checks["mae_ratio"] is None:  # nothing to pass is not a pass
+        print("m3rcr score-scene: no cloudy pixel has data in the result, the input and the reference: the removal "
+              "cannot be measured", file=sys.stderr)
         return 1
     return 0
 
 
-def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str) -> None:
-    """Before/after quicklook of a predicted scene."""
+def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str, *, mask: str | None = None,
+                   stretch: str = "percentile", scale: float = 10000.0, offset: float = 0.0) -> None:
+    """Before/after quicklook of a predicted scene, both panels on one stretch (from the input's pixels
+    clear in ``mask`` when given; see :func:`m3rcr.reports.figures.scene_before_after`)."""
     from m3rcr.data.scene import read_quicklook
-    from m3rcr.reports.figures import scene_before_after
-    from m3rcr.utils.files import atomic_path
+    from m3rcr.reports.figures import save_figure, scene_before_after
 
     rgb_in = [bands[2], bands[1], bands[0]]
     order = sorted(bands)  # the output holds the picked bands in the input's order
     rgb_out = [order.index(b) + 1 for b in rgb_in]
-    fig = scene_before_after(read_quicklook(cloudy, rgb_in), read_quicklook(out, rgb_out),
-                             suptitle=f"{Path(cloudy).name} -> {Path(out).name}")
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, dpi=100)
+    # reflectance, so that --stretch fixed means the same as for the dataset figures
+    before = (read_quicklook(cloudy, rgb_in) + offset) / scale
+    after = (read_quicklook(out, rgb_out) + offset) / scale
+    cloudmask = read_quicklook(mask, [1], mask_onto=cloudy)[0] if mask else None
+    fig = scene_before_after(before, after, suptitle=f"{Path(cloudy).name} -> {Path(out).name}",
+                             cloudmask=cloudmask, stretch=stretch)
+    save_figure(fig, png)
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
@@ -483,7 +591,12 @@ def cmd_curves(args: argparse.Namespace) -> int:
     history = history_from_csv(log)
     if not history:
         raise ValueError(f"{log}: no epoch has finished yet")
-    out = Path(args.out) if args.out else Path(args.run) / "training_curves.png"
+    if not any(set(entry) - {"epoch", "step"} for entry in history):  # epochs, but nothing to draw
+        raise ValueError(f"{log}: no loss or score column (train/loss_epoch, val/loss, val/psnr or val/miou)")
+    # the run's own figure (the default) is the training's to refresh; another file is the user's
+    if args.out and Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out}: the curves are written as PNG; give a .png file name")
+    out = check_output(args.out, args.overwrite) if args.out else Path(args.run) / "training_curves.png"
     with atomic_path(out) as tmp:
         training_curves(history).savefig(tmp, dpi=100)
     print(f"{len(history)} epochs -> {out}")
@@ -492,14 +605,17 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Train (or load), evaluate and measure every method of a benchmark configuration; one report."""
-    from m3rcr.benchmark import Benchmark, load_benchmark_config
+    from m3rcr.benchmark import Benchmark, load_benchmark_config, prepare_out
 
     config = load_benchmark_config(args.config)
     out = args.out or config.get("out")
     if not out:
         raise ValueError("give --out DIR (or 'out' in the configuration)")
+    if prepare_out(out, args.overwrite):
+        print(f"continuing the benchmark in {out}: finished steps with unchanged inputs are skipped "
+              "(--overwrite starts again)")
     Benchmark(config, out).run()
-    print(f"report: {Path(out) / 'report' / 'report.md'}")
+    print(f"report: {Path(out) / 'report' / 'report.html'} (and report.md beside it)")
     return 0
 
 
@@ -515,15 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a synthetic dataset in the official M3R-CR layout (train/, test/, "
                                    "train.csv, test.csv) with realistic dtypes, georeferencing and content.")
     p.add_argument("out", metavar="OUT", help="output dataset root")
-    p.add_argument("--train", type=int, default=20, help="training samples (default: 20)")
-    p.add_argument("--test", type=int, default=10, help="test samples (default: 10)")
+    p.add_argument("--train", type=_non_negative, default=20, help="training samples (default: 20)")
+    p.add_argument("--test", type=_non_negative, default=10, help="test samples (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--patches-per-aoi", type=int, default=4, help="neighbouring tiles per AOI (default: 4)")
-    p.add_argument("--sar-holes", type=float, default=0.0, metavar="P",
+    p.add_argument("--patches-per-aoi", type=_positive, default=4, help="neighbouring tiles per AOI (default: 4)")
+    p.add_argument("--sar-holes", type=_finite_float, default=0.0, metavar="P",
                    help="probability that a SAR tile has a NaN hole (default: 0)")
-    p.add_argument("--max-sar-shift", type=float, default=3.0, metavar="PX",
+    p.add_argument("--max-sar-shift", type=_finite_float, default=3.0, metavar="PX",
                    help="SAR content displaced by up to PX optical pixels along each axis (default: 3)")
-    p.add_argument("--sar-shift", type=float, metavar="PX",
+    p.add_argument("--sar-shift", type=_finite_float, metavar="PX",
                    help="instead, displace every sample's SAR content by exactly PX optical pixels in a random "
                         "direction (the optical images do not change with PX: misalignment sweeps)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -535,12 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "optical GeoTIFFs in UTM with no-data corners, Sentinel-1 in another CRS, "
                                    "WorldCover in EPSG:4326, a cloud mask and a Planet UDM.")
     p.add_argument("out", metavar="DIR", help="output folder")
-    p.add_argument("--height", type=int, default=2000, help="optical rows (default: 2000)")
-    p.add_argument("--width", type=int, default=2000, help="optical columns (default: 2000)")
+    p.add_argument("--height", type=_positive, default=2000, help="optical rows (default: 2000)")
+    p.add_argument("--width", type=_positive, default=2000, help="optical columns (default: 2000)")
     p.add_argument("--sar-crs", default="EPSG:4326", help="CRS of the SAR raster (default: EPSG:4326)")
     p.add_argument("--sar-units", choices=("db", "linear"), default="db", help="SAR units (default: db)")
-    p.add_argument("--sar-cover", type=float, default=1.0, help="fraction of the width the SAR covers (default: 1)")
-    p.add_argument("--cloud-cover", type=float, default=0.35, help="cloudy fraction (default: 0.35)")
+    p.add_argument("--sar-cover", type=_finite_float, default=1.0, help="fraction of the width the SAR covers (default: 1)")
+    p.add_argument("--cloud-cover", type=_finite_float, default=0.35, help="cloudy fraction (default: 0.35)")
     p.add_argument("--season", default="summer", choices=("spring", "summer", "fall", "winter"))
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace files in DIR")
@@ -550,14 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG.")
     _add_data_args(p)
     _add_loading_args(p)
-    p.add_argument("--index", type=int, nargs="+", default=[], metavar="I", help="sample index(es) (default: 0)")
+    p.add_argument("--index", type=_non_negative, nargs="+", default=[], metavar="I", help="sample index(es) (default: 0)")
     p.add_argument("--name", nargs="+", metavar="NAME", help="sample name(s), e.g. fall_1_p_457")
     p.add_argument("--all", action="store_true", help="every sample of the split")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="PNG file for one sample, or a folder (one PNG per sample)")
-    p.add_argument("--stretch", choices=("percentile", "fixed"), default="percentile",
-                   help="RGB stretch: 2-98 %% of the cloud-free image, or reflectance 0-0.3 (default: percentile)")
-    p.add_argument("--dpi", type=int, default=100, help="resolution of the PNG (default: 100)")
+    _add_stretch_arg(p)
+    p.add_argument("--dpi", type=_positive, default=100, help="resolution of the PNG (default: 100)")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("info", help="summarise or check a split",
@@ -588,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "every epoch; this redraws it, e.g. for runs of earlier versions).")
     p.add_argument("run", metavar="RUN", help="a run folder of m3rcr train")
     p.add_argument("--out", metavar="PNG", help="output image (default: RUN/training_curves.png)")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
@@ -600,19 +717,21 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--method", choices=("cloudy",), help="'cloudy': score the cloudy input itself (the floor)")
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder")
     p.add_argument("--name", help="method name in tables (default: the model's registry name)")
-    p.add_argument("--crop", type=int, metavar="N",
+    p.add_argument("--crop", type=_positive, metavar="N",
                    help="centred N x N crop (160: what the authors' code evaluates; default: whole tiles)")
     p.add_argument("--sar-mode", choices=("nearest", "geo"), default="nearest", help="SAR placement (default: nearest)")
     p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    p.add_argument("--batch-size", type=_positive, default=4)
+    p.add_argument("--workers", type=_non_negative, default=0, help="DataLoader workers (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--clip", action="store_true", help="clip predictions to [0, 1] before scoring")
     p.add_argument("--save-predictions", action="store_true", help="write predictions/NAME.tif (georeferenced)")
     p.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the qualitative figure")
-    p.add_argument("--figure-count", type=int, default=4, help="samples in the qualitative figure (default: 4)")
+    p.add_argument("--figure-count", type=_non_negative, default=4, help="samples in the qualitative figure (default: 4)")
+    _add_stretch_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="tables and figures for several evaluations",
@@ -620,6 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="+", metavar="DIR", help="evaluation folders")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--names", nargs="+", help="method names, one per folder (default: as evaluated)")
+    _add_stretch_arg(p)
+    _add_overwrite(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("seg", help="the land-cover segmentation model of the semantic evaluation",
@@ -644,12 +765,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--predictions", action="append", metavar="NAME=DIR",
                    help="a folder of predicted GeoTIFFs, e.g. DIR/predictions of m3rcr evaluate (repeatable)")
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--crop", type=int, metavar="N", help="centred N x N crop (default: whole tiles)")
-    q.add_argument("--batch-size", type=int, default=4)
+    q.add_argument("--crop", type=_positive, metavar="N", help="centred N x N crop (default: whole tiles)")
+    q.add_argument("--batch-size", type=_positive, default=4)
     q.add_argument("--device", default="auto")
     q.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the land-cover figure")
-    q.add_argument("--figure-count", type=int, default=3)
+    q.add_argument("--figure-count", type=_non_negative, default=3)
+    _add_stretch_arg(q)
     q.add_argument("--quiet", action="store_true")
+    _add_overwrite(q)
     q.set_defaults(func=cmd_seg_evaluate, command="seg evaluate")
 
     p = sub.add_parser("predict", help="remove clouds from a whole georeferenced scene",
@@ -665,22 +788,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
     p.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
                                                         "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2)")
-    p.add_argument("--scale", type=float, default=10000.0,
+    p.add_argument("--scale", type=_positive_float, default=10000.0,
                    help="reflectance = (value + offset) / scale (default: 10000)")
-    p.add_argument("--offset", type=float, default=0.0, help="see --scale (default: 0; -1000 for recent Sentinel-2)")
+    p.add_argument("--offset", type=_finite_float, default=0.0, help="see --scale (default: 0; -1000 for recent Sentinel-2)")
     p.add_argument("--sar-bands", default="1,2", metavar="VV,VH", help="SAR bands (default: 1,2)")
     p.add_argument("--sar-units", choices=("db", "linear"), default="db",
                    help="SAR values in dB or linear power (default: db)")
     p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
                    help="SAR onto the optical grid (default: nearest, as the training data)")
     p.add_argument("--mask", metavar="MASK.tif", help="cloud mask raster: only its non-zero pixels are replaced")
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default: 256)")
-    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default: 32)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default: 4)")
+    p.add_argument("--tile", type=_positive, default=256, help="tile size in pixels (default: 256)")
+    p.add_argument("--overlap", type=_non_negative, default=32, help="overlap between tiles in pixels (default: 32)")
+    p.add_argument("--batch-size", type=_positive, default=4, help="tiles per model call (default: 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --preview, --stats)")
     p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
+    _add_stretch_arg(p, "the input's pixels clear in --mask (without --mask: over the cloud-removed image)")
     p.add_argument("--stats", metavar="JSON", help="also write the run's statistics and settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
@@ -698,10 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, metavar="REF.tif", help="the cloud-free reference scene")
     p.add_argument("--mask", required=True, metavar="MASK.tif", help="cloud mask (non-zero = cloudy)")
     p.add_argument("--bands", metavar="B,G,R,NIR", help="bands of the cloudy and reference scenes (as for predict)")
-    p.add_argument("--scale", type=float, default=10000.0, help="reflectance = (value + offset) / scale")
-    p.add_argument("--offset", type=float, default=0.0)
+    p.add_argument("--scale", type=_positive_float, default=10000.0, help="reflectance = (value + offset) / scale")
+    p.add_argument("--offset", type=_finite_float, default=0.0)
     p.add_argument("--json", metavar="JSON", help="also write the measures as JSON")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_score_scene)
 
     p = sub.add_parser("benchmark", help="the whole benchmark: train, evaluate, measure, report",
@@ -711,6 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resumes without redoing finished steps.")
     p.add_argument("--config", required=True, metavar="FILE", help="benchmark configuration (YAML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: 'out' in the configuration)")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("build-dataset", help="cut an M3R-CR-style dataset out of whole scenes",
@@ -727,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sar", metavar="TIF", help="Sentinel-1 VV/VH, any CRS and resolution")
     g.add_argument("--landcover", metavar="TIF", help="ESA WorldCover map (uint8 codes, 0 = no data)")
     g.add_argument("--cloudmask", metavar="TIF", help="cloud mask raster (non-zero = cloudy)")
-    g.add_argument("--cloudmask-band", type=int, metavar="N", help="band of --cloudmask (default: 1)")
+    g.add_argument("--cloudmask-band", type=_positive, metavar="N", help="band of --cloudmask (default: 1)")
     g.add_argument("--udm", metavar="TIF", help="Planet UDM (1 band) or UDM2 (8 bands) instead of --cloudmask")
     g.add_argument("--udm-format", choices=("udm", "udm2"), help="default: from the band count")
     g.add_argument("--cloud-classes", nargs="+", metavar="NAME",
@@ -741,20 +867,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sar-units", choices=("db", "linear"), help="SAR in dB or linear power (default: db)")
     g.add_argument("--split", choices=("train", "test"), help="put the scene set in this split")
     g = p.add_argument_group("tiles")
-    g.add_argument("--tile", type=int, default=300, help="optical tile size in pixels (default: 300)")
-    g.add_argument("--stride", type=int, help="optical pixels between tile origins (default: --tile); must keep "
+    g.add_argument("--tile", type=_positive, default=300, help="optical tile size in pixels (default: 300)")
+    g.add_argument("--stride", type=_positive, help="optical pixels between tile origins (default: --tile); must keep "
                                               "origins on low-res pixel boundaries (a multiple of 10 at 3 m)")
-    g.add_argument("--lowres", type=float, default=10.0, metavar="M",
+    g.add_argument("--lowres", type=_finite_float, default=10.0, metavar="M",
                    help="SAR / land-cover pixel size in metres; the tile holds round(tile * res / M) such pixels "
                         "covering its ground exactly (default: 10)")
     g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="bilinear",
                    help="SAR onto the low-res grid (default: bilinear)")
     g = p.add_argument_group("filters and split")
-    g.add_argument("--min-valid", type=float, default=1.0, metavar="F",
+    g.add_argument("--min-valid", type=_finite_float, default=1.0, metavar="F",
                    help="keep tiles with at least this fraction of valid pixels (default: 1.0)")
-    g.add_argument("--min-cloud", type=float, default=0.0, metavar="F", help="minimum cloud cover (default: 0)")
-    g.add_argument("--max-cloud", type=float, default=1.0, metavar="F", help="maximum cloud cover (default: 1)")
-    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+    g.add_argument("--min-cloud", type=_finite_float, default=0.0, metavar="F", help="minimum cloud cover (default: 0)")
+    g.add_argument("--max-cloud", type=_finite_float, default=1.0, metavar="F", help="maximum cloud cover (default: 1)")
+    g.add_argument("--test-fraction", type=_finite_float, default=0.2, metavar="F",
                    help="fraction of the AOIs without a split that go to test (default: 0.2)")
     g.add_argument("--seed", type=int, default=0, help="seed of the AOI split (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -767,6 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "tensor shapes and write an m3rcr checkpoint.")
     p.add_argument("src", metavar="AUTHORS.pth")
     p.add_argument("dst", metavar="OUT.ckpt")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_convert_checkpoint)
 
     p = sub.add_parser("complexity", help="parameters, MACs and latency of a model",
@@ -777,15 +904,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", metavar="NAME", help="a registered model: aligncr, aligncr_wo_sar, aligncr_wo_align, ...")
     src.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model configuration override (repeatable)")
-    p.add_argument("--size", type=int, nargs="+", default=[160], metavar="N",
+    p.add_argument("--size", type=_positive, nargs="+", default=[160], metavar="N",
                    help="input size: N or H W (default: 160)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs; 0 skips timing (default: 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
+    p.add_argument("--batch-size", type=_positive, default=1, help="batch size (default: 1)")
+    p.add_argument("--repeats", type=_non_negative, default=5, help="timed runs; 0 skips timing (default: 5)")
+    p.add_argument("--warmup", type=_non_negative, default=1, help="untimed runs first (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="float32, or autocast to bfloat16 / float16 (default: float32)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_positive, help="CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_complexity)
     return parser
@@ -800,6 +927,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.extra = extra
     try:
         return int(args.func(args) or 0)
+    except OutputExistsError as exc:
+        print(f"m3rcr {args.command}: error: {exc.cli_message()}", file=sys.stderr)
+        return 2
     except (DataError, OSError, ValueError, RasterioError, CPLE_BaseError) as exc:  # bad input, not a bug
         print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)
         return 2

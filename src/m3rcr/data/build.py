@@ -31,14 +31,17 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from m3rcr.data.io import grid_bounds, write_geotiff
+from m3rcr.data.io import grid_bounds, read_bands, write_geotiff
 from m3rcr.data.layout import relative_paths, write_csv
-from m3rcr.data.preprocess import OPTICAL_BANDS, SAR_BANDS, WORLDCOVER, WORLDCOVER_NODATA
+from m3rcr.data.optical_values import check_optical_raster
+from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, SAR_BANDS, WORLDCOVER, WORLDCOVER_NODATA
 from m3rcr.data.resample import upsample_nearest
+from m3rcr.data.sar_units import check_sar_raster
 from m3rcr.data.scene import (
     Grid,
     WarpedLayer,
     bounded_block_cache,
+    footprint_window,
     grid_of,
     open_raster,
     parse_bands,
@@ -48,7 +51,7 @@ from m3rcr.data.scene import (
     sar_to_db,
 )
 from m3rcr.errors import DataError
-from m3rcr.utils.files import atomic_dir, atomic_path
+from m3rcr.utils.files import atomic_dir, atomic_path, check_output
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -73,6 +76,15 @@ _REQUIRED_KEYS = ("season", "aoi", "cloudy", "cloudfree", "sar", "landcover")
 _OPTIONAL_KEYS = ("cloudmask", "cloudmask_band", "udm", "udm_format", "cloud_classes", "bands",
                   "cloudfree_bands", "sar_bands", "sar_units", "split")
 _WORLDCOVER_CODES = np.array(sorted({WORLDCOVER_NODATA, *WORLDCOVER}), dtype=np.uint8)
+#: How to declare the other SAR units, on the command line or in a manifest.
+_OPTICAL_FLAGS = "--bands (bands: in a scene manifest)"
+_OPTICAL_FIX = ("build-dataset copies optical values as stored and reads them as surface reflectance x 10000 "
+                "(PlanetScope's convention, no offset): convert the scene first, e.g. gdal_calc.py "
+                "--calc='A*10000' --type=UInt16 for reflectance in [0, 1]")
+_SAR_UNITS_ADVICE = {
+    "linear": "if it holds linear power, pass --sar-units linear (sar_units: linear in a scene manifest)",
+    "db": "if it holds dB, pass --sar-units db (sar_units: db in a scene manifest; the default)",
+}
 
 
 # --------------------------------------------------------------------------- scene sets
@@ -462,6 +474,9 @@ class SceneReader:
         self.cloudy = self._open_raster(s.cloudy, "cloudy optical scene")
         self.bands = parse_bands(s.bands, self.cloudy.count, s.cloudy)
         self.dtype = picked_dtype(self.cloudy, self.bands, "cloudy optical scene")
+        # tiles are copied as stored and read as reflectance x 10000: another scaling trains on garbage
+        check_optical_raster(self.cloudy, self.bands, OPTICAL_SCALE, 0.0, what="cloudy optical scene",
+                             where=s.cloudy, flags=_OPTICAL_FLAGS, fix=_OPTICAL_FIX)
         file_nodata = self.cloudy.nodatavals[self.bands[0] - 1]
         # written tiles keep the input's no-data value; without one, 0 (PlanetScope's blackfill)
         self.nodata = float(file_nodata) if file_nodata is not None else 0.0
@@ -472,6 +487,8 @@ class SceneReader:
         cf = self._open_raster(s.cloudfree, "cloud-free optical scene")
         cf_bands = parse_bands(s.cloudfree_bands or s.bands, cf.count, s.cloudfree)
         cf_dtype = picked_dtype(cf, cf_bands, "cloud-free optical scene")
+        check_optical_raster(cf, cf_bands, OPTICAL_SCALE, 0.0, what="cloud-free optical scene", where=s.cloudfree,
+                             flags=_OPTICAL_FLAGS.replace("--bands", "--cloudfree-bands"), fix=_OPTICAL_FIX)
         self._require_overlap(cf, self.grid, "cloud-free optical scene")
         cf_nodata = cf.nodatavals[cf_bands[0] - 1]
         self.cf_nodata = float(cf_nodata) if cf_nodata is not None else 0.0
@@ -484,6 +501,9 @@ class SceneReader:
         # linear power is resampled as power and converted to dB afterwards (averaging dB would bias it)
         self.sar = self._warp(sar, self.tiles.lowres, s.sar_bands, "SAR image",
                               resampling=self.options.sar_resampling, dtype="float32")
+        # wrong units would be written into every S1 tile (linear read as dB clips to a constant 0 dB)
+        check_sar_raster(sar, s.sar_bands, s.sar_units, advice=_SAR_UNITS_ADVICE, what="SAR image",
+                         window=footprint_window(sar, self.tiles.lowres))
 
         lc = self._open_raster(s.landcover, "land-cover map")
         if np.dtype(lc.dtypes[0]).kind not in "ui":
@@ -554,8 +574,9 @@ class SceneReader:
         size = self.tiles.tile ** 2
         need = math.ceil(opts.min_valid * size - 1e-9)  # in pixels: 0.9 keeps a tile exactly 90 % valid
 
-        cloudy = self.cloudy.read(self.bands, window=win)
-        own_valid = (self.cloudy.read_masks(self.bands, window=win) > 0).all(axis=0)
+        cloudy = read_bands(self.cloudy, self.bands, window=win, where=self.scene.cloudy)
+        own_valid = (read_bands(self.cloudy, self.bands, window=win, where=self.scene.cloudy, masks=True) > 0
+                     ).all(axis=0)
         if not math.isnan(self.nodata):
             own_valid &= ~(cloudy == self.nodata).any(axis=0)
         if cloudy.dtype.kind == "f":
@@ -718,14 +739,10 @@ def _build(scenes: Sequence[SceneSet], out: str | Path, options: BuildOptions | 
         raise ValueError("no scene sets given")
     if _inside(Path.cwd(), out):
         raise ValueError(f"{out}: is the current folder or holds it; choose a new folder for the dataset")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
-        if not _is_previous_build(out):
-            raise FileExistsError(f"{out}: is not a dataset written by m3rcr build-dataset (no build.json from "
-                                  "it); --overwrite only replaces those")
+    check_output(out, overwrite, folder=True)
+    if out.exists() and any(out.iterdir()) and not _is_previous_build(out):
+        raise FileExistsError(f"{out}: is not a dataset written by m3rcr build-dataset (no build.json from "
+                              "it); --overwrite only replaces those")
     for s in scenes:
         for p in s.paths().values():
             if out.exists() and _inside(p, out):

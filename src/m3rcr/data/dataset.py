@@ -22,6 +22,7 @@ from m3rcr.data.preprocess import (
     normalize_sar,
 )
 from m3rcr.data.resample import Interpolation, check_same_crs, reproject_to_grid, upsample_nearest
+from m3rcr.data.sar_units import check_sar_units
 from m3rcr.data.transforms import Dihedral, crop_window, grid_step
 from m3rcr.errors import DataError
 
@@ -34,6 +35,9 @@ CropMode = Literal["random", "center"]
 #: Official M3R-CR tile sizes: optical 300x300 at 3 m, SAR and land cover 90x90 at 10 m.
 OPTICAL_SIZE = (300, 300)
 SAR_SIZE = (90, 90)
+#: What to do with S1 tiles that look like linear power: the loader reads sigma0 in dB, as M3R-CR stores it.
+SAR_TILE_ADVICE = {"linear": "M3R-CR S1 tiles hold sigma0 in dB: convert linear power with 10 * log10(value) "
+                             "(m3rcr build-dataset does it when given --sar-units linear)"}
 
 
 def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -182,6 +186,8 @@ class M3RCRDataset(Dataset):
         if cloudfree.transform != cloudy.transform or cloudfree.crs != cloudy.crs:
             raise DataError(files.cloudfree, f"grid (CRS and transform) differs from the cloudy image {files.cloudy}")
         sar = io.read_geotiff(files.sar, what="SAR image (VV, VH)", bands=2, size=self.sar_size)
+        # linear power read as dB would clip to a constant 0 dB (SAR = 1.0 everywhere) without a word
+        check_sar_units(sar.array, "db", files.sar, nodata=sar.nodata, advice=SAR_TILE_ADVICE)
         landcover = io.read_geotiff(files.landcover, what="land-cover map", bands=1, size=self.sar_size)
         if landcover.shape != sar.shape:
             raise DataError(files.landcover, f"land-cover map is {landcover.shape[0]}x{landcover.shape[1]} pixels "

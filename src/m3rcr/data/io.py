@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError, NodataShadowWarning, NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
 
 from m3rcr.errors import DataError
 from m3rcr.utils.files import atomic_path
@@ -50,6 +55,65 @@ def grid_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for a failure: rasterio's "Read failed. See previous exception" keeps them in the cause."""
+    message = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "previous exception" in message:
+        message = str(cause) or message
+    return message
+
+
+def describe_read(bands: int | Sequence[int] | None, window: Window | None) -> str:
+    """``band(s) 1, 2 in rows 0-255, columns 256-511`` (1-based bands, 0-based inclusive pixel ranges)."""
+    if bands is None:
+        what = "every band"
+    else:
+        what = "band(s) " + ", ".join(str(int(b)) for b in np.atleast_1d(bands))
+    if window is None:
+        return what
+    try:
+        win = window if isinstance(window, Window) else Window.from_slices(*window)
+        (r0, r1), (c0, c1) = win.toranges()
+        return f"{what} in rows {int(r0)}-{int(r1) - 1}, columns {int(c0)}-{int(c1) - 1}"
+    except (TypeError, ValueError):
+        return f"{what} in window {window}"
+
+
+def read_bands(src: Any, bands: int | Sequence[int] | None = None, *, window: Window | None = None,
+               where: str | Path | None = None, masks: bool = False, **kwargs: Any) -> np.ndarray:
+    """``src.read`` (or ``src.read_masks`` with ``masks=True``), but a corrupt or truncated file is a
+    :class:`DataError` naming the file (``where``, default ``src.name``), the bands and the window.
+
+    Every pixel read of the data and inference code goes through here: GDAL's own message names
+    neither the file (when the reader is a warped VRT) nor what was being read.
+    """
+    reader = src.read_masks if masks else src.read
+    if bands is not None and not isinstance(bands, int):
+        bands = list(bands)
+    try:
+        with warnings.catch_warnings():
+            # a file with both an alpha band and a no-data value: GDAL uses the alpha band, as we want
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            return reader(bands, window=window, **kwargs)
+    except GDAL_ERRORS as exc:
+        what = ("the validity mask of " if masks else "") + describe_read(bands, window)
+        raise DataError(where if where is not None else src.name,
+                        f"cannot read {what}: {gdal_message(exc)} (truncated or corrupt file?)") from None
+
+
+def sample_bands(src: Any, bands: Sequence[int], max_side: int = 512, where: str | Path | None = None,
+                 window: Window | None = None) -> np.ndarray:
+    """A (len(bands), h, w) float64 nearest-neighbour subsample of a raster (or of ``window``), at most
+    ``max_side`` pixels a side, no-data (GDAL's mask) as NaN: its value distribution in bounded memory."""
+    height, width = (int(window.height), int(window.width)) if window is not None else (src.height, src.width)
+    f = max(1, math.ceil(max(height, width) / max_side))
+    shape = (len(bands), max(1, height // f), max(1, width // f))
+    data = read_bands(src, list(bands), window=window, out_shape=shape, masked=True,
+                      resampling=Resampling.nearest, where=where)
+    return np.ma.filled(data.astype(np.float64), np.nan)
+
+
 def open_dataset(path: str | Path, what: str, unreadable: str = "cannot be read as a raster"
                  ) -> rasterio.io.DatasetReader:
     """Open a raster; a missing or unreadable file is a :class:`DataError` (``unreadable`` says how).
@@ -57,6 +121,8 @@ def open_dataset(path: str | Path, what: str, unreadable: str = "cannot be read 
     A missing georeference is left to the caller, which reports it in its own words.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, f"is a folder; give the {what} file")
     if not path.is_file():
         raise DataError(path, f"missing {what} file")
     try:
@@ -96,7 +162,7 @@ def read_geotiff(
                 raise DataError(path, f"{what} must have {bands} band(s), found {src.count}")
             if size is not None and (src.height, src.width) != tuple(size):
                 raise DataError(path, f"{what} must be {size[0]}x{size[1]} pixels, found {src.height}x{src.width}")
-            array = src.read()
+            array = read_bands(src, where=path)
             return Raster(array, src.transform, src.crs, src.nodata, path)
     except RasterioError as exc:
         raise DataError(path, f"not a readable GeoTIFF ({exc})") from None

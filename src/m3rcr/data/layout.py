@@ -104,6 +104,7 @@ def read_csv(csv_file: str | Path, split_dir: str | Path) -> list[SampleFiles]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(csv_file, f"cannot be read as a CSV file ({exc})") from None
     samples = []
+    first_row: dict[str, int] = {}
     for i, row in enumerate(rows, start=1):
         if not row or all(not c.strip() for c in row):
             continue  # tolerate blank lines, e.g. a trailing one
@@ -120,7 +121,12 @@ def read_csv(csv_file: str | Path, split_dir: str | Path) -> list[SampleFiles]:
                 raise DataError(f"{csv_file} row {i}", f"column {col} must be the {kind} file, found "
                                                        f"{Path(cell.strip()).name} (columns: {', '.join(KINDS)})")
         paths = [split_dir / c.strip() for c in row]
-        samples.append(SampleFiles(*paths, source=f"{csv_file} row {i}"))
+        sample = SampleFiles(*paths, source=f"{csv_file} row {i}")
+        if sample.name in first_row:  # listed twice, it would be scored (and trained on) twice
+            raise DataError(f"{csv_file} row {i}", f"sample {sample.name} is listed twice (first in row "
+                                                   f"{first_row[sample.name]})")
+        first_row[sample.name] = i
+        samples.append(sample)
     if not samples:
         raise DataError(csv_file, "lists no samples")
     return samples

@@ -1,11 +1,20 @@
-"""Figures of M3R-CR samples.
+"""Figures of M3R-CR samples, and the display stretch every RGB figure of the project uses.
 
 Display conventions (used by every figure of the project):
 
-* RGB composites show bands (red, green, blue). The stretch is linear, the same for every RGB panel
-  of a figure so that they compare: by default each band maps its 2nd-98th percentile range over the
-  cloud-free reference to [0, 1] (``stretch="percentile"``); ``stretch="fixed"`` maps reflectance
-  [0, 0.3] to [0, 1] in every band instead. Values outside are clipped.
+* RGB composites show bands (red, green, blue) with one linear stretch shared by the RGB panels it
+  is computed for, so that they compare (:func:`stretch_limits`). ``stretch="percentile"`` (the
+  default) takes, per band, the 2nd-98th percentile range of each given panel over the pixels that
+  are clear in every one of them (clouds, grown a little, and no-data left out), and keeps the
+  widest range over the panels: a cloudy image that is brighter than its cloud-free reference even
+  where clear (haze, another date) is not washed out; the reference then looks darker than it would
+  on its own stretch, as it is darker. :func:`rgb_stretch_limits` has the details and the fallbacks
+  for nearly overcast images. ``stretch="fixed"``
+  maps reflectance [0, 0.3] to [0, 1] in every band instead. Values outside are clipped; no-data is
+  light grey.
+* Which panels set the stretch: the observed images (the cloudy input at its clear pixels and the
+  cloud-free reference); predictions are drawn on that stretch, so a method that brightens, darkens
+  or returns garbage shows it instead of changing how every other panel looks.
 * SAR shows VV on its [0, 1] scale (-25 dB .. 0 dB) in grey.
 * Land cover uses the WorldCover palette (level 2) or the level-1 colours of
   :data:`m3rcr.data.preprocess.LEVEL1_COLORS`.
@@ -14,7 +23,7 @@ Display conventions (used by every figure of the project):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +35,23 @@ from matplotlib.patches import Patch
 from m3rcr.data.preprocess import LEVEL2_NODATA, class_colors, class_names
 
 Stretch = Literal["percentile", "fixed"]
+STRETCHES: tuple[str, ...] = ("percentile", "fixed")
 RGB_BANDS = (2, 1, 0)  # red, green, blue in the 4-band (B, G, R, NIR) order
+#: low percentiles tried in turn (the high ones are 100 minus them) until CLIP_FRACTION holds
+_LOW_STEPS = (2.0, 1.0, 0.5)
+PERCENTILES = (_LOW_STEPS[0], 100.0 - _LOW_STEPS[0])
+#: at most this fraction of a panel's clear pixels may clip in some band; where the bands' tails do not
+#: coincide (2 % in each of three bands can clip 12 % of the pixels) the percentiles move outwards
+CLIP_FRACTION = 0.04
+FIXED_RANGE = (0.0, 0.3)  # reflectance
+#: clouds grow by this fraction of the image's larger side (at least 2 pixels) before "clear" is taken:
+#: masks miss the thin, bright fringe around clouds, which would otherwise set the top of the stretch
+CLOUD_BUFFER = 0.02
+#: fewer jointly clear pixels than this cannot give stable percentiles: see :func:`rgb_stretch_limits`
+MIN_CLEAR_PIXELS = 100
+NODATA_GREY = 0.85
+
+Limits = tuple[np.ndarray, np.ndarray]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -35,23 +60,99 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def stretch_limits(reference: np.ndarray, stretch: Stretch = "percentile") -> tuple[np.ndarray, np.ndarray]:
-    """Per-band (low, high) display limits for the RGB bands of a (4, H, W) reference image."""
-    rgb = reference[list(RGB_BANDS)]
+def rgb_stretch_limits(panels: Sequence[tuple[Any, Any | None]], stretch: Stretch = "percentile") -> Limits:
+    """Per-band (low, high) display limits shared by RGB panels.
+
+    ``panels``: (image, cloud mask) pairs; images (3, H, W) red, green, blue on one grid (NaN / inf =
+    no-data), masks (H, W) non-zero where cloudy or None (a clear image). With ``"percentile"`` the
+    pixels used are those clear in every panel's mask (clouds grown by :data:`CLOUD_BUFFER` first, where
+    enough pixels stay clear) and finite in every image; each panel gives its
+    own 2nd-98th percentile per band there and the limits span them all (low = the lowest panel's,
+    high = the highest's). Where that would clip more than :data:`CLIP_FRACTION` of some panel's clear
+    pixels in some band (bands whose tails lie on different pixels), the percentiles move outwards
+    (1st-99th, then 0.5th-99.5th).
+
+    Fallbacks, when fewer than :data:`MIN_CLEAR_PIXELS` pixels are jointly clear (a nearly overcast
+    image): each panel without a cloud mask over its own finite pixels (the clouds of masked panels
+    then saturate, which is what an overcast image looks like); if every panel has a mask, each panel's
+    finite pixels clouds included; with no finite pixel at all, the fixed reflectance range.
+    """
     if stretch == "fixed":
-        return np.zeros(3), np.full(3, 0.3)
+        return np.full(3, FIXED_RANGE[0]), np.full(3, FIXED_RANGE[1])
     if stretch != "percentile":
-        raise ValueError(f"stretch must be 'percentile' or 'fixed', got {stretch!r}")
-    lo = np.percentile(rgb.reshape(3, -1), 2, axis=1)
-    hi = np.percentile(rgb.reshape(3, -1), 98, axis=1)
-    return lo, np.maximum(hi, lo + 1e-6)
+        raise ValueError(f"stretch must be one of {', '.join(STRETCHES)}, got {stretch!r}")
+    if not panels:
+        raise ValueError("no panel to compute a display stretch from")
+    images = [_numpy(image).astype(np.float64, copy=False) for image, _ in panels]
+    shape = images[0].shape
+    if any(im.ndim != 3 or im.shape[0] != 3 or im.shape != shape for im in images):
+        raise ValueError(f"stretch panels must be (3, H, W) on one grid, got {[im.shape for im in images]}")
+    finite = [np.isfinite(im).all(axis=0) for im in images]
+    clear = np.logical_and.reduce(finite)
+    masks = [_numpy(mask).reshape(shape[1:]) != 0 for _, mask in panels if mask is not None]
+    if masks:
+        cloudy = np.logical_or.reduce(masks)
+        buffered = clear & ~grow(cloudy, max(2, round(CLOUD_BUFFER * max(shape[1:]))))
+        clear = buffered if buffered.sum() >= MIN_CLEAR_PIXELS else clear & ~cloudy
+    if clear.sum() >= MIN_CLEAR_PIXELS:
+        samples = [im[:, clear] for im in images]
+    else:
+        unmasked = [im[:, ok] for im, ok, (_, mask) in zip(images, finite, panels) if mask is None]
+        samples = unmasked if any(s.size for s in unmasked) else [im[:, ok] for im, ok in zip(images, finite)]
+    samples = [s for s in samples if s.size]
+    if not samples:
+        return np.full(3, FIXED_RANGE[0]), np.full(3, FIXED_RANGE[1])
+    steps = np.asarray(_LOW_STEPS)
+    # per panel, (2 * steps, 3): the low percentiles of every step, then the high ones
+    q = [np.percentile(s, np.concatenate([steps, 100.0 - steps]), axis=1) for s in samples]
+    for k in range(len(steps)):
+        lo = np.min([p[k] for p in q], axis=0)
+        hi = np.max([p[len(steps) + k] for p in q], axis=0)
+        if all(_clipped(s, lo, hi) <= CLIP_FRACTION for s in samples):
+            break
+    return lo, np.maximum(hi, lo + 1e-6)  # a flat band must not divide by zero
 
 
-def rgb_composite(image: Any, limits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(H, W, 3) float image in [0, 1] from a (4, H, W) reflectance image."""
-    rgb = _numpy(image)[list(RGB_BANDS)]
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` (H, W) dilated by a (2 radius + 1)-pixel square: True within ``radius`` pixels of a True pixel."""
+    out = mask.astype(bool)
+    for axis in (0, 1):
+        # a running sum over the window along one axis at a time (the square is separable)
+        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)])
+        c = np.cumsum(padded, axis=axis, dtype=np.int64)
+        c = np.concatenate([np.zeros_like(c.take([0], axis=axis)), c], axis=axis)
+        n = out.shape[axis]
+        out = (c.take(np.arange(2 * radius + 1, n + 2 * radius + 1), axis=axis)
+               - c.take(np.arange(n), axis=axis)) > 0
+    return out
+
+
+def _clipped(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Fraction of the (3, N) values' pixels at or beyond the limits in some band."""
+    return float(((values <= lo[:, None]) | (values >= hi[:, None])).any(axis=0).mean())
+
+
+def stretch_limits(panels: Sequence[tuple[Any, Any | None]] | Any, stretch: Stretch = "percentile") -> Limits:
+    """:func:`rgb_stretch_limits` of 4-band (B, G, R, NIR) images: ``panels`` are (image, cloud mask)
+    pairs, or one clear image."""
+    if not isinstance(panels, Sequence) or isinstance(panels, np.ndarray | torch.Tensor):
+        panels = [(panels, None)]
+    return rgb_stretch_limits([(_numpy(image)[list(RGB_BANDS)], mask) for image, mask in panels], stretch)
+
+
+def apply_stretch(rgb: Any, limits: Limits) -> np.ndarray:
+    """(H, W, 3) display image in [0, 1] from a (3, H, W) red, green, blue array; no-data light grey."""
+    rgb = _numpy(rgb).astype(np.float64, copy=False)
     lo, hi = limits
-    return np.clip((rgb - lo[:, None, None]) / (hi - lo)[:, None, None], 0, 1).transpose(1, 2, 0)
+    with np.errstate(invalid="ignore"):
+        out = np.clip((rgb - lo[:, None, None]) / (hi - lo)[:, None, None], 0, 1).transpose(1, 2, 0)
+    out[~np.isfinite(rgb).all(axis=0)] = NODATA_GREY
+    return out
+
+
+def rgb_composite(image: Any, limits: Limits) -> np.ndarray:
+    """(H, W, 3) float image in [0, 1] from a (4, H, W) reflectance image."""
+    return apply_stretch(_numpy(image)[list(RGB_BANDS)], limits)
 
 
 def _landcover_cmap(level: int) -> tuple[ListedColormap, tuple[str, ...]]:
@@ -72,8 +173,8 @@ def plot_sample(
     ``sample`` is a dataset item (unbatched); ``prediction`` a (4, H, W) image on the [0, 1] scale.
     Returns a matplotlib figure; save it with ``fig.savefig(path)``.
     """
-    cloudfree = _numpy(sample["cloudfree"])
-    limits = stretch_limits(cloudfree, stretch)
+    # the observed images set the stretch; a prediction is drawn on it (see the module's conventions)
+    limits = stretch_limits([(sample["cloudy"], sample.get("cloudmask")), (sample["cloudfree"], None)], stretch)
     panels: list[tuple[str, Any]] = [("Cloudy", "cloudy"), ("Cloud-free", "cloudfree")]
     if prediction is not None:
         panels.append(("Prediction", "prediction"))

@@ -16,7 +16,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import rasterio
@@ -27,11 +26,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from m3rcr.data.io import GDAL_ERRORS, grid_bounds, open_dataset
+from m3rcr.data.io import GDAL_ERRORS, grid_bounds, open_dataset, read_bands, sample_bands
+from m3rcr.data.optical_values import check_optical_raster
 from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, SAR_BANDS, normalize_sar
+from m3rcr.data.sar_units import CLI_ADVICE, SarUnits, check_sar_raster
 from m3rcr.errors import DataError
 
-SarUnits = Literal["db", "linear"]
 #: GDAL's block cache during scene work (GDAL's default, 5 % of RAM, would grow with the scene written).
 BLOCK_CACHE_BYTES = 64 * 2**20
 #: Error tolerance of the warper's approximate transformation, in pixels (GDAL's default is 0.125).
@@ -150,6 +150,43 @@ def require_overlap(src: rasterio.io.DatasetReader, grid: Grid, what: str, scene
     return fraction
 
 
+#: A cloud mask holds classes (0 clear, non-zero cloudy); more than this share of values strictly between 0
+#: and 1 is a probability or a fractional cover, which "non-zero = cloudy" would turn into all-cloud.
+MAX_FRACTIONAL_MASK = 0.001
+
+
+def check_cloud_mask(src: rasterio.io.DatasetReader, where: str | Path) -> None:
+    """Refuse a cloud mask of several bands (an image, a UDM2) or whose values are fractions (a cloud
+    probability), read on a subsample."""
+    if src.count != 1:
+        raise DataError(where, f"cloud mask has {src.count} bands; a cloud mask has one (non-zero = cloudy). An "
+                               "optical image or a multi-band UDM2? Extract or compute the cloud band first "
+                               "(e.g. gdal_translate -b N)")
+    values = sample_bands(src, [1])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    fractional = (values > 0) & (values < 1)
+    if fractional.mean() > MAX_FRACTIONAL_MASK:
+        example = float(values[fractional][0])
+        raise DataError(where, f"cloud mask: {fractional.mean():.1%} of its values lie between 0 and 1 (e.g. "
+                               f"{example:.3g}); a probability or a fractional cover? Non-zero means cloudy here, so "
+                               "threshold it first (e.g. gdal_calc.py -A MASK --calc='A>0.5' --type=Byte)")
+
+
+def footprint_window(src: rasterio.io.DatasetReader, grid: Grid) -> Window | None:
+    """The window of ``src`` under ``grid``'s bounding box (None: the whole raster, e.g. when rotated)."""
+    try:
+        bounds = transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
+        win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+    except (*GDAL_ERRORS, ValueError):  # a rotated raster, say
+        return None
+    r0, c0 = max(0, math.floor(win.row_off)), max(0, math.floor(win.col_off))
+    r1 = min(src.height, math.ceil(win.row_off + win.height))
+    c1 = min(src.width, math.ceil(win.col_off + win.width))
+    return Window(c0, r0, c1 - c0, r1 - r0) if r1 > r0 and c1 > c0 else None
+
+
 def require_float_sar(src: rasterio.io.DatasetReader, what: str, linear_hint: str) -> None:
     """SAR backscatter must be stored as floats (dB or linear power); ``linear_hint`` says how to pick linear."""
     if not src.dtypes[0].startswith("float"):
@@ -200,7 +237,8 @@ class WarpedLayer:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(bands, h, w) values and the (h, w) mask of pixels valid in every band."""
-        data = self.vrt.read(self.bands, window=window)
+        # the warped VRT's name is its XML: name the source file
+        data = read_bands(self.vrt, self.bands, window=window, where=self.src.name)
         if np.isnan(self.nodata):
             valid = ~np.isnan(data).any(axis=0)
         else:
@@ -223,7 +261,11 @@ def sar_to_db(values: np.ndarray, units: SarUnits) -> np.ndarray:
 
 
 class SarLayer:
-    """Sentinel-1 VV/VH of any CRS, resolution and float dtype, warped onto a grid and scaled as in training."""
+    """Sentinel-1 VV/VH of any CRS, resolution and float dtype, warped onto a grid and scaled as in training.
+
+    Opening it checks, on a subsample of the whole file, that the values are plausible in ``units``
+    (:func:`m3rcr.data.sar_units.check_sar_units`), so wrong units fail before any tile is run.
+    """
 
     def __init__(self, path: str | Path, grid: Grid, *, bands: str | Sequence[int] = (1, 2), units: SarUnits = "db",
                  resampling: str = "nearest", what: str = "SAR image") -> None:
@@ -233,8 +275,11 @@ class SarLayer:
         self.src = open_raster(path, what)
         try:
             require_float_sar(self.src, what, "--sar-units linear")
+            #: share of the grid's bounding box inside the SAR's (pixels are counted while reading)
             self.covered_fraction = require_overlap(self.src, grid, what)
             self.bands = parse_bands(bands, self.src.count, path, names=SAR_BANDS, option="--sar-bands")
+            self.value_stats = check_sar_raster(self.src, self.bands, units, advice=CLI_ADVICE, what=what,
+                                                window=footprint_window(self.src, grid))
             self.layer = WarpedLayer(self.src, grid, self.bands, resampling=resampling, what=what)
         except BaseException:
             self.src.close()
@@ -270,8 +315,9 @@ class OpticalScene:
 
     Values are reflectance x ``scale`` minus ``offset`` in the file (reflectance = (value + offset) /
     scale, as for Sentinel-2's BOA_ADD_OFFSET); reflectance is clipped to [0, 1] as in training.
-    A pixel is no-data where any picked band is no-data (GDAL's mask: no-data value, alpha band or
-    internal mask) or NaN.
+    A pixel is no-data where any picked band is no-data by GDAL's mask (no-data value, alpha band or
+    internal mask) or NaN. Without a declared no-data value or mask every finite value is data,
+    zeros included (GDAL's rule): no no-data value is guessed.
     """
 
     def __init__(self, path: str | Path, bands: str | Sequence[int] | None = None, *,
@@ -284,7 +330,13 @@ class OpticalScene:
             self.bands = parse_bands(bands, self.src.count, path)
             self.grid = grid_of(self.src)
             self.dtype = picked_dtype(self.src, self.bands, what)
-            self.nodata = self.src.nodatavals[self.bands[0] - 1]
+            declared = {self.src.nodatavals[b - 1] for b in self.bands}
+            # one no-data value shared by the picked bands, else None (outputs then carry a validity mask);
+            # NaN != NaN, so a set of NaNs has several members: compare them by their text
+            by_text = {repr(v) for v in declared}
+            self.nodata: float | None = next(iter(declared)) if len(by_text) == 1 else None
+            # a wrong scale or band order would run every tile and write a black or garbled scene
+            check_optical_raster(self.src, self.bands, self.scale, self.offset, what=what, where=self.path)
         except BaseException:
             self.src.close()
             raise
@@ -294,25 +346,35 @@ class OpticalScene:
         """Positions (0..3, in blue, green, red, NIR order) of the picked bands sorted as in the file."""
         return tuple(sorted(range(4), key=lambda i: self.bands[i]))
 
+    def read_valid(self, window: Window, raw: np.ndarray | None = None) -> np.ndarray:
+        """The (h, w) mask of pixels that are data in every picked band (GDAL's masks, and finite).
+
+        ``raw``: the picked bands already read for ``window`` (any band order), to test them for NaN.
+        """
+        masks = read_bands(self.src, self.bands, window=window, masks=True, where=self.path)
+        valid = (masks > 0).all(axis=0)
+        if self.dtype.kind == "f":
+            if raw is None:
+                raw = read_bands(self.src, self.bands, window=window, where=self.path)
+            valid &= np.isfinite(raw).all(axis=0)
+        return valid
+
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Reflectance in [0, 1] (4, h, w) float32 in blue, green, red, NIR order, and the valid-pixel mask."""
-        raw = self.src.read(self.bands, window=window)
-        valid = (self.src.read_masks(self.bands, window=window) > 0).all(axis=0)
-        if raw.dtype.kind == "f":
-            valid &= np.isfinite(raw).all(axis=0)
+        raw = read_bands(self.src, self.bands, window=window, where=self.path)
+        valid = self.read_valid(window, raw)
         refl = (raw.astype(np.float64) + self.offset) / self.scale
         refl = np.where(valid[None], np.clip(np.nan_to_num(refl), 0.0, 1.0), 0.0)
         return refl.astype(np.float32), valid
 
     def read_raw(self, window: Window) -> np.ndarray:
-        """The picked bands as stored (file band order and dtype), valid pixels moved off :attr:`out_nodata`."""
-        # where the input has no no-data value the output uses 0 (or NaN): a real 0 must not read as no-data
-        return self._off_nodata(self.src.read([self.bands[i] for i in self.file_order], window=window))
+        """The picked bands exactly as stored (file band order and dtype)."""
+        return read_bands(self.src, [self.bands[i] for i in self.file_order], window=window, where=self.path)
 
     def _off_nodata(self, values: np.ndarray) -> np.ndarray:
-        """Move values equal to :attr:`out_nodata` one step inwards (in place), so valid pixels never take it."""
+        """Move values equal to :attr:`out_nodata` one step inwards (in place), so predicted pixels never take it."""
         nodata = self.out_nodata
-        if np.isnan(nodata):
+        if nodata is None or np.isnan(nodata):
             return values
         if self.dtype.kind in "ui":
             values[values == nodata] = nodata + (1 if nodata < np.iinfo(self.dtype).max else -1)
@@ -321,23 +383,28 @@ class OpticalScene:
         return values
 
     @property
-    def out_nodata(self) -> float:
-        """No-data value of outputs: the input's, else 0 for integer and NaN for float data."""
-        if self.nodata is not None:
-            return float(self.nodata)
+    def out_nodata(self) -> float | None:
+        """No-data value of outputs: the input's, or None when it declares none (outputs then carry a mask)."""
+        return float(self.nodata) if self.nodata is not None else None
+
+    @property
+    def fill_value(self) -> float:
+        """What invalid output pixels hold: the no-data value, else 0 (NaN for float data) under the mask."""
+        if self.out_nodata is not None:
+            return self.out_nodata
         return math.nan if self.dtype.kind == "f" else 0.0
 
     def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Reflectance (4, h, w) in blue, green, red, NIR order -> file values in file band order and dtype.
 
-        Invalid pixels get :attr:`out_nodata`; valid pixels never take it.
+        Invalid pixels get :attr:`fill_value`; valid pixels never take a declared no-data value.
         """
         values = reflectance.astype(np.float64)[list(self.file_order)] * self.scale - self.offset
         if self.dtype.kind in "ui":
             info = np.iinfo(self.dtype)
             values = np.clip(np.round(values), info.min, info.max)
         out = self._off_nodata(values).astype(self.dtype)
-        out[:, ~valid] = self.out_nodata
+        out[:, ~valid] = self.fill_value
         return out
 
     def close(self) -> None:
@@ -351,14 +418,40 @@ class OpticalScene:
         self.close()
 
 
-def read_quicklook(path: str | Path, bands: Sequence[int], max_size: int = 1024) -> np.ndarray:
-    """A decimated (len(bands), h, w) float64 array of a raster, no-data as NaN (read from overviews if any)."""
-    src = open_raster(path, "raster")
+def read_quicklook(path: str | Path, bands: Sequence[int], max_size: int = 1024, *,
+                   mask_onto: str | Path | None = None) -> np.ndarray:
+    """A decimated (len(bands), h, w) float64 array of a raster, no-data as NaN (read from overviews if any).
+
+    With ``mask_onto`` the raster is a cloud mask on any grid: it is warped onto the grid of the raster
+    ``mask_onto`` names and decimated as that raster's quicklook is, a quicklook pixel counting as
+    cloudy (1.0) when any of its pixels is (0.0 clear; outside the mask raster is clear, as in
+    :func:`m3rcr.inference.predict_scene`). Same inputs, same array: nothing is sampled at random.
+    """
+    if mask_onto is None:
+        src = open_raster(path, "raster")
+        with src:
+            f = max(1, math.ceil(max(src.height, src.width) / max_size))
+            shape = (len(bands), max(1, src.height // f), max(1, src.width // f))
+            data = read_bands(src, bands, where=path, out_shape=shape, masked=True, resampling=Resampling.average)
+        return data.astype(np.float64).filled(np.nan)
+    with open_raster(mask_onto, "raster") as ref:
+        grid = grid_of(ref)
+    src = open_raster(path, "cloud mask")
     with src:
-        f = max(1, math.ceil(max(src.height, src.width) / max_size))
-        shape = (len(bands), max(1, src.height // f), max(1, src.width // f))
-        data = src.read(list(bands), out_shape=shape, masked=True, resampling=Resampling.average)
-    return data.astype(np.float64).filled(np.nan)
+        f = max(1, math.ceil(max(grid.height, grid.width) / max_size))
+        shape = (len(bands), max(1, grid.height // f), max(1, grid.width // f))
+        # the quicklook's pixels cover the grid as the optical quicklook's do (out_shape over the whole extent)
+        transform = grid.transform @ Affine.scale(grid.width / shape[2], grid.height / shape[1])
+        try:
+            # 0 means clear even where the file declares nodata=0; the maximum over each quicklook pixel's
+            # footprint makes a pixel touched by cloud count as cloudy
+            with WarpedVRT(src, crs=grid.crs, transform=transform, width=shape[2], height=shape[1],
+                           resampling=Resampling.max, tolerance=WARP_TOLERANCE, src_nodata=None, nodata=0,
+                           dtype="float32") as vrt:
+                data = read_bands(vrt, bands, where=path)
+        except GDAL_ERRORS as exc:
+            raise DataError(path, f"cloud mask cannot be warped onto the grid of {mask_onto} ({exc})") from None
+    return (np.nan_to_num(data.astype(np.float64), nan=0.0) != 0).astype(np.float64)
 
 
 def bounded_block_cache() -> contextlib.AbstractContextManager:

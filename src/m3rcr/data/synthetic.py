@@ -33,7 +33,7 @@ from scipy.ndimage import gaussian_filter
 
 from m3rcr.data.io import write_geotiff
 from m3rcr.data.layout import relative_paths, write_csv
-from m3rcr.utils.files import atomic_dir, atomic_path
+from m3rcr.utils.files import atomic_dir, atomic_path, check_output
 
 SEASONS = ("spring", "summer", "fall", "winter")
 SPLITS = ("train", "test")
@@ -479,10 +479,7 @@ def generate_dataset(
     """
     config = config or SynthConfig()
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    check_output(out, overwrite, folder=True)
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
         raise ValueError("need at least one sample (train + test > 0, both >= 0)")
     from m3rcr import __version__

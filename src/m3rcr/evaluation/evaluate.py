@@ -16,6 +16,7 @@ import contextlib
 import csv
 import datetime
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,12 +26,19 @@ import numpy as np
 import rasterio
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
+from m3rcr.data.io import read_bands
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
+from m3rcr.errors import DataError
 from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
-from m3rcr.reports.figures import metrics_by_cloud_cover, ndvi_by_cloud_cover, ndvi_density, qualitative_grid
+from m3rcr.reports.figures import (
+    metrics_by_cloud_cover,
+    ndvi_by_cloud_cover,
+    ndvi_density,
+    qualitative_grid,
+    save_figure,
+)
 from m3rcr.reports.tables import (
     markdown_report,
     table_ndvi,
@@ -39,7 +47,8 @@ from m3rcr.reports.tables import (
     table_removal,
     write_table,
 )
-from m3rcr.utils.files import atomic_path
+from m3rcr.utils.files import atomic_dir, atomic_path, check_output, refuse_replacing
+from m3rcr.utils.progress import progress as progress_bar
 
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
 
@@ -135,11 +144,26 @@ def write_tables(out: Path, results: Mapping[str, Mapping[str, Any]],
     if histograms:
         figures["fig_ndvi_density.png"] = ndvi_density(histograms)
     for name, fig in figures.items():
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, dpi=110)
+        save_figure(fig, out / name)
 
 
-def evaluate(
+def evaluate(predict: Predictor, dataset: M3RCRDataset, out: str | Path, method: str, *, overwrite: bool = False,
+             **options: Any) -> dict[str, Any]:
+    """Score ``predict`` on every sample of ``dataset`` and write the evaluation folder ``out``; return the summary.
+
+    An existing, non-empty ``out`` is refused unless ``overwrite``, and even then unless it holds an earlier
+    evaluation and none of the inputs (the dataset, ``options["settings"]["checkpoint"]``); the folder is written under a
+    temporary name and replaces ``out`` only when complete, so an interrupted evaluation leaves no mix of old
+    and new files. ``options`` are those of :func:`evaluate_into` (batch size, device, predictions, figures...).
+    """
+    final = check_output(out, overwrite, folder=True)
+    refuse_replacing(final, [dataset.root, (options.get("settings") or {}).get("checkpoint")],
+                     owned=lambda d: (d / "metrics.json").is_file(), kind="evaluation (metrics.json)")
+    with atomic_dir(final) as tmp:
+        return evaluate_into(predict, dataset, tmp, method, **options)
+
+
+def evaluate_into(
     predict: Predictor,
     dataset: M3RCRDataset,
     out: str | Path,
@@ -154,11 +178,13 @@ def evaluate(
     figure_count: int = 4,
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
+    stretch: str = "percentile",
 ) -> dict[str, Any]:
-    """Score ``predict`` on every sample of ``dataset`` and write the evaluation folder ``out``.
+    """Score ``predict`` on every sample of ``dataset``, writing the evaluation's files into the folder ``out``.
 
     ``clip`` clips predictions to [0, 1] before scoring (the authors do not). Images are binned by the
-    cloud cover of what is scored (the crop, with a crop). Returns the summary.
+    cloud cover of what is scored (the crop, with a crop). ``stretch``: the RGB display stretch of the
+    qualitative figure (:func:`m3rcr.data.plot.stretch_limits`). Returns the summary.
     """
     out = Path(out)
     device = torch.device(device)
@@ -172,7 +198,7 @@ def evaluate(
     wanted = set(figure_names or [])
     kept: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
     kept_per_bin: dict[int, int] = {}  # without names: up to figure_count candidates per bin, not the whole set
-    for batch in tqdm(loader, desc=f"evaluate {method}", unit="batch", disable=not progress):
+    for batch in progress_bar(loader, desc=f"evaluate {method}", unit="batch", enabled=progress):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) and k != "transform" else v for k, v in batch.items()}
         pred = predict(batch).float()
         if clip:
@@ -200,51 +226,144 @@ def evaluate(
         [(r.name, r.cloud_cover) for r in acc.records], figure_count)
     names = [n for n in picked if n in kept]
     if names:
-        fig = qualitative_grid([kept[n][0] for n in names], {method: [kept[n][1] for n in names]})
-        with atomic_path(out / "fig_qualitative.png") as tmp:
-            fig.savefig(tmp, dpi=90)
+        fig = qualitative_grid([kept[n][0] for n in names], {method: [kept[n][1] for n in names]}, stretch=stretch)
+        save_figure(fig, out / "fig_qualitative.png")
     return summary
 
 
 def read_prediction(path: Path) -> torch.Tensor:
     """A prediction written by :func:`write_prediction`, back on the [0, 1] scale."""
     with rasterio.open(path) as src:
-        return torch.from_numpy(src.read().astype(np.float32) / 10000.0)
+        return torch.from_numpy(read_bands(src, where=path).astype(np.float32) / 10000.0)
 
 
-def compare(folders: Sequence[str | Path | Sequence[str | Path]], out: str | Path, names: Sequence[str] | None = None,
-            figure_count: int = 4) -> dict[str, Any]:
-    """Combine several evaluation folders into one set of tables and figures.
+def _read_evaluation(folder: Path) -> tuple[dict[str, Any], set[str] | None]:
+    """An evaluation folder's metrics.json and the names of the images it scored (None without metrics.csv)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such evaluation folder")
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an evaluation folder (no metrics.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "not an m3rcr evaluation (expected a JSON object)")
+    table = folder / "metrics.csv"
+    if not table.is_file():  # the image count and data root of metrics.json are all there is to check
+        return data, None
+    with open(table, newline="") as fh:
+        reader = csv.DictReader(fh)
+        names = [row.get("name") for row in reader]
+    if "name" not in (reader.fieldnames or []) or not names:
+        raise DataError(table, "lists no scored image (no rows, or no 'name' column): not an evaluation's metrics.csv")
+    return data, {n for n in names if n}
 
-    Each item of ``folders`` is one method: an evaluation folder, or a list of folders (the same method
-    trained with several seeds), whose metrics are averaged with their spread (mean ± std in every table,
-    error bars in the figures; :func:`m3rcr.evaluation.aggregate.aggregate`). The qualitative figure
-    shows the methods whose (first) folders hold saved predictions, on the samples they share, read
-    again from the evaluated dataset.
-    """
-    from m3rcr.evaluation.aggregate import aggregate
 
-    results: dict[str, Any] = {}
-    histograms: dict[str, np.ndarray] = {}
-    with_predictions: dict[str, Path] = {}
-    first: dict[str, Any] | None = None
+def _evaluation_groups(folders: Sequence[str | Path | Sequence[str | Path]]
+                       ) -> list[tuple[list[Path], list[dict[str, Any]]]]:
+    """Each method's folders and their metrics, checked to score the same images as the first evaluation."""
+    groups: list[tuple[list[Path], list[dict[str, Any]]]] = []
+    first: tuple[Path, dict[str, Any], set[str] | None] | None = None
     for i, item in enumerate(folders):
         group = [Path(item)] if isinstance(item, str | Path) else [Path(f) for f in item]
         if not group:
             raise ValueError(f"method {i + 1}: no evaluation folder")
         runs = []
         for folder in group:
-            path = folder / "metrics.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: not an evaluation folder (no metrics.json)")
-            data = json.loads(path.read_text())
-            first = first or data
+            data, images = _read_evaluation(folder)
+            if first is None:
+                first = (folder, data, images)
+            ref_folder, ref, ref_images = first
             for key in ("split", "crop_size"):
-                if data.get(key) != first.get(key):
-                    raise ValueError(f"{path}: {key} {data.get(key)!r} differs from {first.get(key)!r} of the first "
-                                     f"evaluation; compare evaluations of the same images")
+                if data.get(key) != ref.get(key):
+                    raise ValueError(f"{folder / 'metrics.json'}: {key} {data.get(key)!r} differs from "
+                                     f"{ref.get(key)!r} of {ref_folder}; compare evaluations of the same images")
+            if images is None or ref_images is None:  # without a list of names: the same count of the same data
+                for key in ("images", "data"):
+                    mine, theirs = data.get(key), ref.get(key)
+                    if key == "data" and mine is not None and theirs is not None:
+                        mine, theirs = str(Path(mine).resolve()), str(Path(theirs).resolve())
+                    if mine != theirs:
+                        raise ValueError(f"{folder / 'metrics.json'}: {key} {data.get(key)!r} differs from "
+                                         f"{ref.get(key)!r} of {ref_folder}; compare evaluations of the same images")
+            elif images != ref_images:
+                only_here, only_there = sorted(images - ref_images), sorted(ref_images - images)
+                raise ValueError(f"{folder}: scores other images than {ref_folder} ({len(only_here)} only here, e.g. "
+                                 f"{(only_here or ['-'])[0]}; {len(only_there)} only there, e.g. "
+                                 f"{(only_there or ['-'])[0]}); compare evaluations of the same images")
             runs.append(data)
-        label = names[i] if names else runs[0].get("method", group[0].name)
+        groups.append((group, runs))
+    return groups
+
+
+def _method_labels(groups: Sequence[tuple[list[Path], list[dict[str, Any]]]], names: Sequence[str] | None) -> list[str]:
+    """One distinct label per method: ``names``, else the recorded method, with the folder added where two agree."""
+    if names is not None:
+        return list(names)
+    base = [str(runs[0].get("method") or group[0].name) for group, runs in groups]
+    repeated = {label for label, k in Counter(base).items() if k > 1}
+    for where in (lambda g: g[0].name, lambda g: str(g[0])):  # the folder's name, or its whole path if need be
+        labels = [f"{label} ({where(group)})" if label in repeated else label for label, (group, _) in zip(base, groups)]
+        if len(set(labels)) == len(labels):
+            return labels
+    twice = next(label for label, k in Counter(labels).items() if k > 1)
+    raise ValueError(f"{twice.rsplit(' (', 1)[-1].rstrip(')')}: given more than once")
+
+
+def compare(folders: Sequence[str | Path | Sequence[str | Path]], out: str | Path, names: Sequence[str] | None = None,
+            figure_count: int = 4, overwrite: bool = False, html: bool = True,
+            stretch: str = "percentile") -> dict[str, Any]:
+    """Combine several evaluation folders into the comparison folder ``out`` (see :func:`compare_into`).
+
+    An existing, non-empty ``out`` is refused unless ``overwrite``, and even then unless it holds an earlier
+    comparison (not an evaluation, a dataset or a run: they are not this function's to delete) and none of
+    the evaluations compared; it is written under a temporary name and replaces ``out`` whole.
+    """
+    final = check_output(out, overwrite, folder=True)
+    inputs = [f for item in folders for f in ([item] if isinstance(item, str | Path) else item)]
+    refuse_replacing(final, inputs, owned=lambda d: (d / "tables.md").is_file() and not (d / "metrics.json").exists(),
+                     kind="comparison (tables.md, no metrics.json)")
+    with atomic_dir(final) as tmp:
+        return compare_into(folders, tmp, names, figure_count=figure_count, html=html, stretch=stretch)
+
+
+def compare_into(folders: Sequence[str | Path | Sequence[str | Path]], out: str | Path,
+                 names: Sequence[str] | None = None, figure_count: int = 4, html: bool = True,
+                 stretch: str = "percentile") -> dict[str, Any]:
+    """Combine several evaluation folders into one set of tables and figures, written into the folder ``out``.
+
+    Each item of ``folders`` is one method: an evaluation folder, or a list of folders (the same method
+    trained with several seeds), whose metrics are averaged with their spread (mean ± std in every table,
+    error bars in the figures; :func:`m3rcr.evaluation.aggregate.aggregate`). The qualitative figure
+    shows the methods whose (first) folders hold saved predictions, on the samples they share, read
+    again from the evaluated dataset.
+
+    Every evaluation must score the same images (same split, crop and image names). Methods are labelled by
+    ``names``, else by the method recorded in each folder; two folders recording the same method (e.g. the
+    cloudy input of two runs) get their folder names added rather than being merged into one row.
+    ``html``: also write ``out/report.html``
+    (:func:`m3rcr.reports.html.write_compare_html`). ``stretch``: the RGB display stretch of the qualitative
+    figure.
+    """
+    from m3rcr.evaluation.aggregate import aggregate
+
+    if names is not None:
+        if len(names) != len(folders):
+            raise ValueError(f"--names: {len(names)} name(s) for {len(folders)} evaluation(s); give one per folder")
+        if any(not str(n).strip() for n in names):
+            raise ValueError("--names: a method name is empty")
+        repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+        if repeated:
+            raise ValueError(f"--names: {', '.join(map(repr, repeated))} given more than once; every method needs "
+                             "its own name")
+    groups = _evaluation_groups(folders)
+    labels = _method_labels(groups, names)
+    results: dict[str, Any] = {}
+    histograms: dict[str, np.ndarray] = {}
+    with_predictions: dict[str, Path] = {}
+    for (group, runs), label in zip(groups, labels):
         results[label] = aggregate(runs)
         hist_file = group[0] / "ndvi_histogram.npy"
         if hist_file.is_file():
@@ -268,8 +387,11 @@ def compare(folders: Sequence[str | Path | Sequence[str | Path]], out: str | Pat
             samples = {n: ds[index[n]] for n in picked}
             fig = qualitative_grid([samples[n] for n in picked],
                                    {m: [read_prediction(p / f"{n}.tif") for n in picked]
-                                    for m, p in with_predictions.items()})
-            with atomic_path(out / "fig_qualitative.png") as tmp:
-                fig.savefig(tmp, dpi=90)
+                                    for m, p in with_predictions.items()}, stretch=stretch)
+            save_figure(fig, out / "fig_qualitative.png")
+    if html:
+        from m3rcr.reports.html import write_compare_html
+
+        write_compare_html(out, {label: group for (group, _), label in zip(groups, labels)})
     return results
 

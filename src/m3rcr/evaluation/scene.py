@@ -11,17 +11,27 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
+from m3rcr.data.io import read_bands
 from m3rcr.data.preprocess import OPTICAL_SCALE
-from m3rcr.data.scene import OpticalScene, bounded_block_cache, open_raster
+from m3rcr.data.scene import OpticalScene, bounded_block_cache, check_cloud_mask, open_raster
 from m3rcr.errors import DataError
 from m3rcr.evaluation.removal import RemovalAccumulator, RemovalMeasures
 from m3rcr.utils.files import atomic_path
 
 
 def _same_grid(a: Any, b: Any, what: str, path: str | Path) -> None:
-    if (a.height, a.width) != (b.height, b.width) or a.crs != b.crs or not a.transform.almost_equals(b.transform):
-        raise DataError(path, f"{what} is not on the cloudy scene's grid ({b.width}x{b.height} vs {a.width}x{a.height} "
-                              f"pixels, or another CRS or transform); score on one grid")
+    if (a.height, a.width) != (b.height, b.width):
+        differs = f"{b.width}x{b.height} pixels, the cloudy scene {a.width}x{a.height}"
+    elif a.crs != b.crs:
+        differs = f"CRS {b.crs.to_string() if b.crs else None}, the cloudy scene's {a.crs.to_string() if a.crs else None}"
+    elif not a.transform.almost_equals(b.transform):
+        differs = (f"origin ({b.transform.c:.10g}, {b.transform.f:.10g}) and pixel size ({b.transform.a:.6g}, "
+                   f"{b.transform.e:.6g}); the cloudy scene's ({a.transform.c:.10g}, {a.transform.f:.10g}) and "
+                   f"({a.transform.a:.6g}, {a.transform.e:.6g})")
+    else:
+        return
+    raise DataError(path, f"{what} is not on the cloudy scene's grid (its {differs}); score on one grid "
+                          "(e.g. gdalwarp -te/-tr/-t_srs to the cloudy scene's)")
 
 
 def result_bands(src: Any, input_bands: tuple[int, ...], path: str | Path) -> tuple[int, ...]:
@@ -57,6 +67,7 @@ def score_scene(result: str | Path, cloudy: str | Path, reference: str | Path, m
                                                what="reference scene"))
         res_src = stack.enter_context(open_raster(result, "result"))
         mask_src = stack.enter_context(open_raster(mask, "cloud mask"))
+        check_cloud_mask(mask_src, mask)
         for src, what, path in ((ref.src, "the reference", reference), (res_src, "the result", result),
                                 (mask_src, "the cloud mask", mask)):
             _same_grid(inp.src, src, what, path)
@@ -66,15 +77,18 @@ def score_scene(result: str | Path, cloudy: str | Path, reference: str | Path, m
         def read(row0: int, rows: int) -> tuple[np.ndarray, ...]:
             win = Window(0, row0, w, rows)
 
-            def raw(src: Any, b: list[int]) -> tuple[np.ndarray, np.ndarray]:
-                values = src.read(b, window=win).astype(np.float64)
-                ok = (src.read_masks(b, window=win) > 0).all(axis=0) & np.isfinite(values).all(axis=0)
+            def raw(src: Any, b: list[int], path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+                # GDAL's masks: a result of m3rcr predict marks its no-data with the input's no-data value
+                # or, when the input declares none, with an internal mask (its zeros may be data)
+                values = read_bands(src, b, window=win, where=path).astype(np.float64)
+                ok = (read_bands(src, b, window=win, where=path, masks=True) > 0).all(axis=0)
+                ok &= np.isfinite(values).all(axis=0)
                 return (np.nan_to_num(values) + offset) / scale, ok
 
-            x, ok_x = raw(inp.src, list(inp.bands))
-            y, ok_y = raw(ref.src, list(inp.bands))
-            p, ok_p = raw(res_src, rb)
-            cloud = np.nan_to_num(mask_src.read(1, window=win).astype(np.float64)) != 0
+            x, ok_x = raw(inp.src, list(inp.bands), cloudy)
+            y, ok_y = raw(ref.src, list(inp.bands), reference)
+            p, ok_p = raw(res_src, rb, result)
+            cloud = np.nan_to_num(read_bands(mask_src, 1, window=win, where=mask).astype(np.float64)) != 0
             return x, y, p, cloud, ok_x & ok_y & ok_p
 
         # pass 1: the scene's clear-sky mean; pass 2: everything else, strips overlapping by one row

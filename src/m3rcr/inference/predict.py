@@ -26,7 +26,7 @@ from torch import nn
 from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE
 from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache
 from m3rcr.inference.tiling import Blender, Tile, TileGrid
-from m3rcr.utils.files import atomic_path
+from m3rcr.utils.files import atomic_path, check_output
 from m3rcr.utils.provenance import environment
 
 
@@ -38,7 +38,11 @@ class PredictStats:
     tiles_run: int = 0  #: tiles sent to the model (tiles without a valid pixel are skipped)
     batches: int = 0
     valid_fraction: float = 0.0  #: output pixels with data
-    sar_covered_fraction: float | None = None  #: share of the scene's bounding box inside the SAR's
+    #: share of the optical scene's valid pixels where the SAR has data (inside its footprint, not NaN or
+    #: no-data, positive linear power); None without SAR
+    sar_covered_fraction: float | None = None
+    #: share of the scene's bounding box inside the cloud mask's (outside it counts as clear); None without
+    mask_covered_fraction: float | None = None
     seconds: float = 0.0
     peak_pending_bytes: int = 0  #: largest memory held by blending cells waiting for tiles
     nonfinite_tiles: int = 0  #: tiles where the model returned NaN or infinity (those pixels are no-data)
@@ -94,18 +98,23 @@ def predict_scene(
         progress: show a progress bar.
         checkpoint: where the model came from, recorded in the output's metadata.
 
-    The output has the optical scene's CRS, transform, dtype and no-data value (0 or NaN when the
-    input has none), the 4 picked bands in the input's band order with their descriptions, units,
-    scales and offsets. Pixels that are no-data in the input, or outside the SAR footprint, are
-    no-data in the output.
+    The output has the optical scene's CRS, transform and dtype, the 4 picked bands in the input's
+    band order with their descriptions, units, scales and offsets. Pixels that are no-data in the
+    input, or without SAR (outside its footprint, NaN or no-data), are no-data in the output: marked
+    with the input's no-data value if it declares one, else with an internal per-dataset mask (GDAL's
+    way; no no-data value is invented, so an input pixel of value 0 stays valid). With ``mask``, every
+    clear pixel with input data keeps its input value bit for bit, SAR or not.
+
+    SAR values that cannot be in ``sar_units`` (see :mod:`m3rcr.data.sar_units`) are a
+    :class:`~m3rcr.errors.DataError` before any tile is run. A model that does not use SAR
+    (``use_sar = False``) ignores ``sar``: see :func:`model_uses_sar`.
     """
     from m3rcr.evaluation.evaluate import model_predictor
 
     out, cloudy = Path(out), Path(cloudy)
-    if out.is_dir():
-        raise IsADirectoryError(f"{out}: is a folder; give the output file's name")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: exists (pass overwrite=True / --overwrite to replace it)")
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"{out}: the output is a cloud-optimized GeoTIFF; give it a .tif name")
+    check_output(out, overwrite)
     for path in (cloudy, sar, mask):
         if path is not None and Path(path).exists() and out.exists() and out.samefile(path):
             raise ValueError(f"{out}: the output would overwrite an input")
@@ -123,11 +132,13 @@ def predict_scene(
         grid = optical.grid
         sar_layer = stack.enter_context(SarLayer(sar, grid, bands=sar_bands, units=sar_units,
                                                  resampling=sar_resampling)) if uses_sar else None
-        stats.sar_covered_fraction = sar_layer.covered_fraction if sar_layer else None
         mask_layer = _open_mask(mask, grid, stack) if mask is not None else None
+        if mask_layer is not None:
+            stats.mask_covered_fraction = mask_layer.covered_fraction
         tiles = TileGrid(grid.height, grid.width, tile, overlap)
         stats.tiles = len(tiles)
-        stats.settings = dict(cloudy=str(cloudy), sar=str(sar) if sar else None, bands=list(optical.bands),
+        stats.settings = dict(cloudy=str(cloudy), sar=str(sar) if sar and uses_sar else None,
+                              bands=list(optical.bands),
                               scale=scale, offset=offset, sar_units=sar_units,
                               sar_bands=list(sar_layer.bands) if sar_layer else None,
                               sar_resampling=sar_resampling, mask=str(mask) if mask else None, tile=tile,
@@ -136,10 +147,17 @@ def predict_scene(
                               checkpoint=str(checkpoint) if checkpoint else None)
         predict = model_predictor(model, precision)
         valid_pixels = 0
+        # pixels of the scene with optical data, and those of them with SAR too (each counted in one tile)
+        optical_pixels = sar_pixels = 0
+        own_rows = _own_spans(tiles.rows, grid.height)
+        own_cols = _own_spans(tiles.cols, grid.width)
+        use_mask = optical.out_nodata is None  # no no-data value to mark invalid pixels with: GDAL's mask
 
         with atomic_path(out) as final_tmp:
             work = final_tmp.with_name(final_tmp.name.replace(".tmp", ".work"))
             try:
+                # internal mask: the work file must stay one file (a .msk side-car would be left behind)
+                stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True))
                 dst = stack.enter_context(rasterio.open(work, "w", **_work_profile(optical)))
                 _copy_band_metadata(optical, dst)
                 dst.update_tags(M3RCR_PREDICT=json.dumps({**stats.settings, **environment()}))
@@ -148,12 +166,17 @@ def predict_scene(
                     nonlocal valid_pixels
                     encoded = optical.encode(np.maximum(values, 0.0), valid)
                     if mask_layer is not None:
-                        # clear pixels keep their input values exactly; outside the mask raster is "clear"
+                        # clear pixels with input data keep their input values exactly (even without SAR);
+                        # outside the mask raster is "clear"
                         cloud, _ = mask_layer.read(window)
-                        clear = (np.nan_to_num(cloud[0], nan=0.0) == 0) & valid
-                        encoded[:, clear] = optical.read_raw(window)[:, clear]
+                        raw = optical.read_raw(window)
+                        clear = (np.nan_to_num(cloud[0], nan=0.0) == 0) & optical.read_valid(window, raw)
+                        encoded[:, clear] = raw[:, clear]
+                        valid = valid | clear
                     valid_pixels += int(valid.sum())
                     dst.write(encoded, window=window)
+                    if use_mask:
+                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
 
                 blender = Blender(tiles, len(OPTICAL_BANDS), write)
                 bar = _progress(len(tiles), progress, cloudy.name)
@@ -177,9 +200,12 @@ def predict_scene(
 
                 for t in tiles:
                     x, ok = optical.read(t.window)
+                    own = (slice(*own_rows[t.row]), slice(*own_cols[t.col]))  # this tile's share of the scene
+                    optical_pixels += int(ok[own].sum())
                     if sar_layer is not None and ok.any():
                         s, sar_ok = sar_layer.read(t.window)
                         ok &= sar_ok
+                        sar_pixels += int(ok[own].sum())
                     else:
                         s = np.zeros((2, *ok.shape), np.float32)
                     if not ok.any():
@@ -199,24 +225,41 @@ def predict_scene(
                 _to_cog(work, final_tmp, float_data=optical.dtype.kind == "f")
             finally:
                 work.unlink(missing_ok=True)
+                work.with_name(work.name + ".msk").unlink(missing_ok=True)
     stats.valid_fraction = valid_pixels / (grid.height * grid.width)
+    if sar_layer is not None:
+        stats.sar_covered_fraction = sar_pixels / optical_pixels if optical_pixels else 0.0
     stats.seconds = time.perf_counter() - start
     return stats
 
 
+def _own_spans(starts: Sequence[int], length: int) -> list[tuple[int, int]]:
+    """(start, stop) offsets, within each tile, of the pixels it alone counts: from its start to the next
+    tile's (the last to the end), so overlapping tiles count every pixel once."""
+    ends = [*starts[1:], length]
+    return [(0, end - start) for start, end in zip(starts, ends)]
+
+
 def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> Any:
-    from m3rcr.data.scene import WarpedLayer, open_raster
+    from m3rcr.data.scene import WarpedLayer, check_cloud_mask, open_raster, require_overlap
 
     src = stack.enter_context(open_raster(path, "cloud mask"))
+    # a mask elsewhere would mark every pixel clear: the output would silently equal the input
+    covered = require_overlap(src, grid, "cloud mask")
+    check_cloud_mask(src, path)
     # 0 means clear even where a mask copied from an optical profile declares nodata=0
     layer = WarpedLayer(src, grid, (1,), resampling="nearest", dtype="float32", what="cloud mask",
                         use_source_nodata=False)
     stack.callback(layer.close)
+    layer.covered_fraction = covered
     return layer
 
 
 def _work_profile(optical: OpticalScene) -> dict[str, Any]:
-    """An uncompressed tiled GeoTIFF to write cells into (compression happens once, in the COG copy)."""
+    """An uncompressed tiled GeoTIFF to write cells into (compression happens once, in the COG copy).
+
+    It declares the input's no-data value, or none (invalid pixels are then marked by a mask).
+    """
     src = optical.src
     nodata = optical.out_nodata
     return dict(driver="GTiff", width=src.width, height=src.height, count=4, dtype=optical.dtype.name,
@@ -250,6 +293,6 @@ def write_stats(path: str | Path, stats: PredictStats) -> None:
 
 
 def _progress(total: int, enabled: bool, name: str) -> Any:
-    from tqdm.auto import tqdm
+    from m3rcr.utils.progress import progress
 
-    return tqdm(total=total, disable=not enabled, desc=f"predict {name}", unit="tile", dynamic_ncols=True)
+    return progress(total=total, enabled=enabled, desc=f"predict {name}", unit="tile")

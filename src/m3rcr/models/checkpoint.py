@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,41 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (legacy: a pickle, protocol 2+); anything else gets torch's odd messages
+    if not head:
+        raise DataError(path, "cannot be read as an m3rcr checkpoint: the file is empty")
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise DataError(path, "cannot be read as an m3rcr checkpoint: not a PyTorch file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise DataError(path, f"cannot be read as an m3rcr checkpoint ({type(exc).__name__}: {exc})") from None
+        raise DataError(path, f"cannot be read as an m3rcr checkpoint: {_load_failure(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = " (a checkpoint of the authors' code? convert it with `m3rcr convert-checkpoint`)" \
             if isinstance(payload, dict) and ("network" in payload or "state_dict" in payload) else ""
         raise DataError(path, f"not an m3rcr checkpoint{hint}")
     return payload
+
+
+def _load_failure(exc: BaseException) -> str:
+    """One line saying why torch.load failed; torch's own messages run to a paragraph of advice."""
+    text = str(exc)
+    if isinstance(exc, EOFError) or not text:
+        return "the file ends early (empty or truncated)"
+    found = re.search(r"unsupported GLOBAL:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+    if found:
+        return (f"it holds a Python object ({found.group(1)}); only tensors and plain containers are loaded, "
+                "for safety")
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if found:
+        return f"not a PyTorch file (its pickle stream has an unknown operand {found.group(1)})"
+    if "zip archive" in text or "central directory" in text:
+        return "not a complete PyTorch file (truncated, or another format)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    first = first.split(". ")[0]
+    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:

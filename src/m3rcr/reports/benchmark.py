@@ -7,6 +7,15 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from m3rcr.reports.html import (
+    COMPARE_TABLES,
+    Figure,
+    compare_figures,
+    evaluation_provenance,
+    per_image_table,
+    table_from_files,
+    write_html_report,
+)
 from m3rcr.reports.tables import write_table
 from m3rcr.utils.files import atomic_path
 
@@ -34,7 +43,7 @@ def table_complexity(entries: dict[str, dict[str, Any]]) -> tuple[list[str], lis
 def write_report(bench: Benchmark) -> Path:
     """Write OUT/report from whatever steps of ``bench`` have finished."""
     from m3rcr.benchmark import semantic_source, slug, step_name
-    from m3rcr.evaluation.evaluate import compare
+    from m3rcr.evaluation.evaluate import compare_into
 
     out = bench.out / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -50,9 +59,12 @@ def write_report(bench: Benchmark) -> Path:
                                "seeds": {m: [k for k in bench.seeds(by_name[m]) if k is not None] for m in methods}}
     sections = ["# Benchmark report", "", (f"Data: `{bench.root}`, split `{bench.split}`, "
                 f"{'whole tiles' if not bench.crop else f'centred {bench.crop} x {bench.crop} crops'}."), ""]
+    html_tables: list[str] = []  # report.html: table stems and figures of the finished sections, in order
+    html_figures: list[Figure] = []
     if evaluated:
         groups = [[bench.eval_dir(by_name[m], k) for k in bench.seeds(by_name[m])] for m in evaluated]
-        image = compare(groups, out, names=evaluated, figure_count=bench.figure_count)
+        # report.html, written below, holds every section
+        image = compare_into(groups, out, names=evaluated, figure_count=bench.figure_count, html=False)
         keep = ("overall", "per_class", "per_bin", "removal", "images", "runs", "std")
         results["image"] = {m: {k: image[m][k] for k in keep if k in image[m]} for m in evaluated}
         sections += [(out / "tables.md").read_text().replace("# Image reconstruction", "## Image reconstruction (Table II)"),
@@ -60,6 +72,8 @@ def write_report(bench: Benchmark) -> Path:
                      "![Qualitative results (Fig. 4)](fig_qualitative.png)", "",
                      "![NDVI per cloud-cover level (Fig. 9)](fig_ndvi_by_cloud_cover.png)", "",
                      "![Predicted vs reference NDVI (Fig. 8)](fig_ndvi_density.png)", ""]
+        html_tables += COMPARE_TABLES
+        html_figures += compare_figures(out)
     semantic = bench.out / "semantic"
     if current("semantic"):
         from m3rcr.evaluation.aggregate import aggregate
@@ -79,6 +93,9 @@ def write_report(bench: Benchmark) -> Path:
         sections += [(out / "table_semantic.md").read_text().replace("# Semantic", "## Semantic"), "",
                      "![Gap to cloud-free segmentation (Fig. 6)](fig_semantic_gap.png)", "",
                      "![Land-cover maps (Fig. 7)](fig_landcover_maps.png)", ""]
+        html_tables.append("table_semantic")
+        html_figures += [Figure(out / "fig_semantic_gap.png", "Gap to cloud-free segmentation (Fig. 6)"),
+                         Figure(out / "fig_landcover_maps.png", "Land-cover maps (Fig. 7)")]
     for m in methods:
         path = bench.out / "complexity" / f"{slug(m)}.json"
         if current(f"complexity:{slug(m)}"):
@@ -90,6 +107,7 @@ def write_report(bench: Benchmark) -> Path:
                  "paper's figures come from thop on an RTX 3090.")
         write_table(out, "table_complexity", title, header, rows)
         sections += ["#" + (out / "table_complexity.md").read_text(), ""]
+        html_tables.append("table_complexity")
     pending = [m for m in methods if m not in evaluated]
     trained = {m: len(bench.seeds(by_name[m])) for m in methods if len(bench.seeds(by_name[m])) > 1}
     if trained:
@@ -106,4 +124,23 @@ def write_report(bench: Benchmark) -> Path:
         tmp.write_text(json.dumps(results, indent=1))
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(sections))
+    notes = [sections[2], *(s for s in sections if s.startswith(("Seeds: ", "_Not finished yet")))]  # data, seeds
+    _write_html(bench, out, html_tables, html_figures, {m: [bench.eval_dir(by_name[m], k) for k in
+                                                            bench.seeds(by_name[m])] for m in evaluated}, notes)
     return out
+
+
+def _write_html(bench: Benchmark, out: Path, stems: list[str], figures: list[Figure],
+                groups: dict[str, list[Path]], notes: list[str]) -> None:
+    """OUT/report/report.html: the finished sections, per-image rows, configuration and provenance."""
+    from m3rcr.utils.provenance import environment
+
+    tables = [t for t in (table_from_files(out, s) for s in stems) if t is not None]
+    eval_config, eval_env = evaluation_provenance(groups)
+    config = {"Benchmark configuration (benchmark_config.yaml)": bench.config, **eval_config}
+    env = {"This report": environment(), **eval_env}
+    if bench.timings:
+        env["Step times in seconds (benchmark_state.json)"] = {k: round(v, 1) for k, v in bench.timings.items()}
+    write_html_report(out / "report.html", "Benchmark report", tables, figures,
+                      per_image_table(groups) if groups else None, config, env,
+                      notes=[n.strip("_") for n in notes])

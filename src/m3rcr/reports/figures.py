@@ -1,7 +1,15 @@
-"""Figures laid out like the paper's: metrics per cloud-cover level (Fig. 5), qualitative grid (Fig. 4)."""
+"""Figures laid out like the paper's: metrics per cloud-cover level (Fig. 5), qualitative grid (Fig. 4),
+NDVI (Figs. 8, 9), a scene's before / after quicklook and training curves.
+
+Every figure is meant to print: at most :data:`MAX_WIDTH_PX` pixels wide at :data:`DPI` (image grids
+wrap their panels into rows), every panel titled, every plot axis labelled with its unit, and the
+number of images of each cloud-cover bin under its tick. RGB panels follow the display conventions
+of :mod:`m3rcr.data.plot` (one stretch per sample, set by its observed images at their clear pixels).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,136 +18,254 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from m3rcr.data.plot import rgb_composite, stretch_limits
+from m3rcr.data.plot import Stretch, apply_stretch, rgb_composite, rgb_stretch_limits, stretch_limits
 from m3rcr.data.preprocess import CLOUD_COVER_BINS
-from m3rcr.reports.tables import OVERALL
+
+#: resolution every figure of the project is saved at, and the widest a saved figure may be
+DPI = 100
+MAX_WIDTH_PX = 2000
+#: axis label of each metric of the image tables (key: label with unit)
+METRIC_AXES = {"mae": ("MAE", "MAE (x100, reflectance)", 100.0), "psnr": ("PSNR", "PSNR (dB)", 1.0),
+               "sam": ("SAM", "SAM (degrees)", 1.0), "ssim": ("SSIM", "SSIM (1 = identical)", 1.0)}
+CLOUD_COVER_LABEL = "cloud cover (%)"
 
 
-def outside_legend(fig: Figure, ax: Any) -> None:
+def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG through a temporary name (a reader never sees half a file)."""
+    from m3rcr.utils.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)
+
+
+def grid_columns(panels: int, panel_inches: float, margin_inches: float = 0.6, dpi: int = DPI) -> int:
+    """Columns for ``panels`` panels of ``panel_inches`` so the figure fits :data:`MAX_WIDTH_PX`; the rows
+    are then balanced (11 panels at most 8 a row give 2 rows of 6, not 8 + 3)."""
+    most = max(1, int((MAX_WIDTH_PX / dpi - margin_inches) // panel_inches))
+    rows = math.ceil(panels / most)
+    return max(1, math.ceil(panels / rows))
+
+
+def image_axes(fig: Any, panels: int, panel_inches: float, margin_inches: float = 0.6) -> list[Any]:
+    """``panels`` image axes in a wrapped grid on ``fig`` (a figure or subfigure), ticks off; unused cells
+    of the last row are hidden."""
+    cols = grid_columns(panels, panel_inches, margin_inches)
+    rows = math.ceil(panels / cols)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    return list(axes[:panels])
+
+
+def bin_counts(results: Mapping[str, Mapping[str, Any]], key: str = "images") -> list[str]:
+    """Per cloud-cover bin, the number of images the results were computed on ("3", or "2-3" where the
+    methods differ; "?" where no result says)."""
+    out = []
+    for b in CLOUD_COVER_BINS:
+        counts = {int(r["per_bin"][b][key]) for r in results.values()
+                  if isinstance(r.get("per_bin", {}).get(b, {}).get(key), int | float)}
+        out.append("?" if not counts else str(min(counts)) if len(counts) == 1 else f"{min(counts)}-{max(counts)}")
+    return out
+
+
+def set_bin_axis(ax: Any, counts: Sequence[str]) -> None:
+    """Cloud-cover bins on the x axis, each tick with its number of images."""
+    x = np.arange(len(CLOUD_COVER_BINS))
+    ax.set_xticks(x, [f"{b}\nn={n}" for b, n in zip(CLOUD_COVER_BINS, counts)], fontsize=8)
+    ax.set_xlim(-0.5, len(CLOUD_COVER_BINS) - 0.5)
+    ax.set_xlabel(CLOUD_COVER_LABEL, fontsize=9)
+    ax.grid(alpha=0.3)
+
+
+def _style(i: int) -> dict[str, Any]:
+    # ten colours, then the same colours with other markers: eleven methods stay distinguishable
+    return {"color": f"C{i % 10}", "marker": "os^Dv<>p"[(i // 10) % 8]}
+
+
+def outside_legend(fig: Figure, ax: Any, title: str | None = None) -> None:
     """One legend for the figure, outside the panels (on the right) so that no line is hidden."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False, title=title,
+               title_fontsize=8)
 
 
-def plot_per_bin(ax: Any, x: np.ndarray, summary: Mapping[str, Any], key: str, scale: float, label: str) -> None:
-    """One method's line over the cloud-cover bins, with ± one standard deviation over seeds as error bars."""
+def plot_per_bin(ax: Any, x: np.ndarray, summary: Mapping[str, Any], key: str, scale: float, label: str,
+                 style: Mapping[str, Any] | None = None) -> bool:
+    """One method's line over the cloud-cover bins, with ± one standard deviation over seeds as error bars;
+    True when error bars were drawn."""
     from m3rcr.evaluation.aggregate import spread, value
 
     y = [value(summary, "per_bin", b, key) for b in CLOUD_COVER_BINS]
     y = np.array([np.nan if v is None else v * scale for v in y])
     err = [spread(summary, "per_bin", b, key) for b in CLOUD_COVER_BINS]
     if any(e is not None for e in err):
-        ax.errorbar(x, y, yerr=[0.0 if e is None else e * scale for e in err], marker="o", capsize=3, label=label)
-    else:
-        ax.plot(x, y, marker="o", label=label)
+        ax.errorbar(x, y, yerr=[0.0 if e is None else e * scale for e in err], capsize=3, label=label,
+                    **(style or {"marker": "o"}))
+        return True
+    ax.plot(x, y, label=label, **(style or {"marker": "o"}))
+    return False
+
+
+def per_bin_lines(ax: Any, results: Mapping[str, Mapping[str, Any]], key: str, scale: float) -> bool:
+    """Every method's line on ``ax``, dodged sideways a little so that error bars at one bin stay apart;
+    True when any error bars were drawn."""
+    n = len(results)
+    step = min(0.06, 0.5 / max(n, 1))
+    x = np.arange(len(CLOUD_COVER_BINS), dtype=float)
+    bars = False
+    for i, (method, summary) in enumerate(results.items()):
+        bars |= plot_per_bin(ax, x + (i - (n - 1) / 2) * step, summary, key, scale, method, _style(i))
+    return bars
+
+
+def _seed_note(bars: bool) -> str | None:
+    return "method (error bars: ± 1 std over seeds)" if bars else "method"
 
 
 def metrics_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     """One panel per metric (MAE x100, PSNR, SAM, SSIM) against the cloud-cover bin; one line per method
     (error bars: ± one standard deviation over seeds, for methods trained with several)."""
-    fig = Figure(figsize=(13, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(OVERALL))
-    x = np.arange(len(CLOUD_COVER_BINS))
-    for ax, (key, title, scale, _) in zip(axes, OVERALL):
-        for method, summary in results.items():
-            plot_per_bin(ax, x, summary, key, scale, method)
-        ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("value")
-    outside_legend(fig, axes[-1])
-    fig.supxlabel("cloud cover", fontsize=9)
+    fig = Figure(figsize=(15, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(METRIC_AXES))
+    counts = bin_counts(results)
+    bars = False
+    for ax, (key, (title, label, scale)) in zip(axes, METRIC_AXES.items()):
+        bars |= per_bin_lines(ax, results, key, scale)
+        set_bin_axis(ax, counts)
+        ax.set_ylabel(label, fontsize=9)
+        ax.set_title(f"{title} per cloud-cover level", fontsize=10)
+    outside_legend(fig, axes[-1], _seed_note(bars))
     return fig
 
 
-def qualitative_grid(samples: Sequence[Mapping[str, Any]], predictions: Mapping[str, Sequence[Any]]) -> Figure:
-    """Rows: samples; columns: cloudy, SAR VV, each method's prediction, cloud-free reference.
+def _keep_method(prediction: Sequence[Any], samples: Sequence[Mapping[str, Any]]) -> bool:
+    """False for a 'method' that is the cloudy input itself: its column would repeat the first one."""
+    for pred, sample in zip(prediction, samples):
+        p = np.asarray(pred.float().numpy() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64)
+        c = np.asarray(sample["cloudy"].float().numpy() if isinstance(sample["cloudy"], torch.Tensor)
+                       else sample["cloudy"], dtype=np.float64)
+        if p.shape != c.shape or not np.allclose(p, c, atol=2e-4):  # predictions are stored x 10000
+            return True
+    return False
 
-    All RGB panels of a row share one stretch (2-98 % of the reference), as in :mod:`m3rcr.data.plot`.
+
+def sample_title(sample: Mapping[str, Any]) -> str:
+    """'name, NN % cloud' of a sample (or of a kept figure sample)."""
+    return f"{sample['name']}, {100 * float(sample['cloud_cover']):.0f} % cloud"
+
+
+def qualitative_grid(samples: Sequence[Mapping[str, Any]], predictions: Mapping[str, Sequence[Any]],
+                     stretch: Stretch = "percentile") -> Figure:
+    """Per sample: cloudy, cloud-free reference, SAR VV and each method's prediction, wrapped into rows
+    that fit :data:`MAX_WIDTH_PX`.
+
+    All RGB panels of a sample share one stretch, set by its cloudy image at its clear pixels and its
+    reference (:func:`m3rcr.data.plot.stretch_limits`); predictions are drawn on it. A method named
+    'cloudy' whose predictions are the cloudy inputs is left out: the first column shows them.
     """
-    methods = list(predictions)
-    cols = ["Cloudy", "SAR VV", *methods, "Reference"]
-    fig = Figure(figsize=(2.4 * len(cols), 2.5 * len(samples) + 0.3), layout="constrained")
-    axes = fig.subplots(len(samples), len(cols), squeeze=False)
-    for r, sample in enumerate(samples):
-        ref = sample["cloudfree"]
-        limits = stretch_limits(np.asarray(ref.numpy() if isinstance(ref, torch.Tensor) else ref))
-        panels = [rgb_composite(sample["cloudy"], limits), None]
-        panels += [rgb_composite(predictions[m][r], limits) for m in methods]
-        panels.append(rgb_composite(ref, limits))
-        for c, ax in enumerate(axes[r]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 1:
+    methods = [m for m in predictions
+               if m.strip().lower() != "cloudy" or _keep_method(predictions[m], samples)]
+    cols = ["Cloudy", "Cloud-free (reference)", "SAR VV", *methods]
+    panel = 2.1
+    per_row = grid_columns(len(cols), panel)
+    rows = math.ceil(len(cols) / per_row)
+    fig = Figure(figsize=(panel * per_row + 0.6, (panel * rows + 0.35) * len(samples)), layout="constrained")
+    subfigs = fig.subfigures(len(samples), 1, squeeze=False)[:, 0]
+    for r, (sample, sub) in enumerate(zip(samples, subfigs)):
+        limits = stretch_limits([(sample["cloudy"], sample.get("cloudmask")), (sample["cloudfree"], None)], stretch)
+        for c, ax in enumerate(image_axes(sub, len(cols), panel)):
+            if c == 2:
                 sar = sample["sar"]
                 ax.imshow(np.asarray(sar[0]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:
-                ax.imshow(panels[c], interpolation="nearest")
-            if r == 0:
-                ax.set_title(cols[c], fontsize=10)
-        axes[r][0].set_ylabel(f"{sample['name']}\n{100 * float(sample['cloud_cover']):.0f} % cloud", fontsize=8)
+                image = {0: sample["cloudy"], 1: sample["cloudfree"]}.get(c)
+                image = predictions[cols[c]][r] if image is None else image
+                ax.imshow(rgb_composite(image, limits), interpolation="nearest")
+            ax.set_title(cols[c], fontsize=9)
+        sub.suptitle(sample_title(sample), fontsize=10, x=0.01, ha="left")
     return fig
 
 
 def ndvi_by_cloud_cover(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Fig. 9 layout: NDVI RMSE and NDVI mIoU against the cloud-cover bin; one line per method."""
-    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
-    x = np.arange(len(CLOUD_COVER_BINS))
-    for ax, (key, title) in zip(axes, (("ndvi_rmse", "NDVI RMSE"), ("ndvi_miou", "NDVI mIoU (%)"))):
-        for method, summary in results.items():
-            plot_per_bin(ax, x, summary, key, 1.0, method)
-        ax.set_xticks(x, [f"{b} %" for b in CLOUD_COVER_BINS], rotation=30, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    outside_legend(fig, axes[-1])
-    fig.supxlabel("cloud cover", fontsize=9)
+    counts = bin_counts(results)
+    bars = False
+    for ax, (key, title, label) in zip(axes, (("ndvi_rmse", "NDVI RMSE", "NDVI RMSE (NDVI units)"),
+                                               ("ndvi_miou", "NDVI-level mIoU", "NDVI-level mIoU (%)"))):
+        bars |= per_bin_lines(ax, results, key, 1.0)
+        set_bin_axis(ax, counts)
+        ax.set_ylabel(label, fontsize=9)
+        ax.set_title(f"{title} per cloud-cover level", fontsize=10)
+    outside_legend(fig, axes[-1], _seed_note(bars))
     return fig
 
 
 def ndvi_density(histograms: Mapping[str, np.ndarray]) -> Figure:
-    """Fig. 8 layout: density of predicted vs reference NDVI (log colour scale), one panel per method.
+    """Fig. 8 layout: density of predicted vs reference NDVI (log colour scale), one panel per method,
+    wrapped into rows.
 
     Each histogram is (bins, bins) over [-1, 1], rows = reference, columns = prediction.
     """
     from matplotlib.colors import LogNorm
 
     n = len(histograms)
-    fig = Figure(figsize=(3.2 * n + 0.8, 3.3), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    panel = 3.0
+    cols = grid_columns(n, panel, margin_inches=1.2)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(panel * cols + 1.2, (panel + 0.3) * rows), layout="constrained")
+    grid = fig.subplots(rows, cols, squeeze=False).ravel()
+    axes = list(grid[:n])
+    for ax in grid[n:]:
+        ax.set_axis_off()
     vmax = max(float(h.max()) for h in histograms.values()) or 1.0
     im = None
     for ax, (method, hist) in zip(axes, histograms.items()):
         h = np.asarray(hist, dtype=float)
         im = ax.imshow(np.ma.masked_equal(h.T, 0), origin="lower", extent=(-1, 1, -1, 1), cmap="viridis",
                        norm=LogNorm(vmin=1, vmax=vmax), interpolation="nearest")
-        ax.plot([-1, 1], [-1, 1], color="w", lw=0.8, ls="--")
+        ax.plot([-1, 1], [-1, 1], color="k", lw=0.8, ls="--")
         ax.set_title(method, fontsize=10)
         ax.set_xlabel("reference NDVI", fontsize=8)
+        ax.set_ylabel("predicted NDVI", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.set_aspect("equal")
-    axes[0].set_ylabel("predicted NDVI", fontsize=8)
     if im is not None:
-        fig.colorbar(im, ax=list(axes), shrink=0.8, label="pixels")
+        fig.colorbar(im, ax=list(grid), shrink=0.8, label="pixels per bin (count)")
     return fig
 
 
-def scene_before_after(before: np.ndarray, after: np.ndarray, titles: Sequence[str] = ("cloudy input",
-                       "cloud removed"), suptitle: str | None = None) -> Figure:
-    """Two RGB quicklooks, (3, h, w) red, green, blue with NaN as no-data, side by side on one stretch.
+# Clouds are bright in every visible band; clear land and water rarely reach this reflectance in all three.
+BRIGHT_CLOUD_REFLECTANCE = 0.2
 
-    The stretch (2nd-98th percentile per band) comes from the ``after`` image, so clouds in the input
-    do not wash out the colours; no-data is shown light grey.
+
+def scene_before_after(before: np.ndarray, after: np.ndarray, titles: Sequence[str] = ("cloudy input",
+                       "cloud removed"), suptitle: str | None = None, *, cloudmask: np.ndarray | None = None,
+                       stretch: Stretch = "percentile") -> Figure:
+    """Two RGB quicklooks, (3, h, w) red, green, blue reflectance with NaN as no-data, side by side on one
+    stretch; no-data is shown light grey.
+
+    The stretch comes from the input's clear pixels, deterministically and whatever the model returned:
+    those clear in ``cloudmask`` ((h, w), non-zero = cloudy) when given (where a masked prediction keeps
+    the input, so both panels agree there), else those the input itself does not show as cloud, i.e. not
+    bright in all three visible bands (:data:`BRIGHT_CLOUD_REFLECTANCE`; snow and bright sand count as
+    cloud too, which only narrows the pixels the stretch is taken from).
     """
-    valid = np.isfinite(after).all(axis=0)
-    ref = after[:, valid] if valid.any() else np.zeros((3, 1))
-    lo, hi = np.percentile(ref, 2, axis=1), np.percentile(ref, 98, axis=1)
-    hi = np.maximum(hi, lo + 1e-9)
+    if cloudmask is None:
+        with np.errstate(invalid="ignore"):
+            cloudmask = np.min(before, axis=0) > BRIGHT_CLOUD_REFLECTANCE  # NaN (no-data) compares False
+    limits = rgb_stretch_limits([(before, cloudmask)], stretch)  # the model's output has no say
     h, w = after.shape[-2:]
-    fig = Figure(figsize=(2 * 5.0 * min(w / h, 1.6) + 0.4, 5.4), layout="constrained")
+    panel_h = 5.0
+    panel_w = panel_h * min(w / h, 1.6)
+    fig = Figure(figsize=(min(2 * panel_w + 0.4, MAX_WIDTH_PX / DPI), panel_h + 0.6), layout="constrained")
     for ax, image, title in zip(fig.subplots(1, 2), (before, after), titles):
-        rgb = np.clip((image - lo[:, None, None]) / (hi - lo)[:, None, None], 0, 1).transpose(1, 2, 0)
-        rgb[~np.isfinite(image).all(axis=0)] = 0.85
-        ax.imshow(rgb, interpolation="nearest")
+        ax.imshow(apply_stretch(image, limits), interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
     if suptitle:
@@ -203,6 +329,7 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     else:
         ax_score.text(0.5, 0.5, "no validation", ha="center", va="center", transform=ax_score.transAxes)
     ax_score.set_xlabel("epoch")
+    ax_score.set_ylabel(title.replace("validation ", ""))
     ax_score.xaxis.get_major_locator().set_params(integer=True)
     ax_score.set_title(title, fontsize=10)
     ax_score.grid(alpha=0.3)

@@ -29,9 +29,15 @@ def cell(summary: Mapping[str, Any], path: tuple[str | int, ...], scale: float =
     return _fmt(v, scale, decimals) + ("" if s is None else f" ± {s * scale:.{decimals}f}")
 
 
+def _md(text: str) -> str:
+    """A table cell's text with Markdown's table and HTML syntax escaped (a method may be named ``A|B``)."""
+    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", " "))
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -1,11 +1,14 @@
-"""Callbacks: our-format model checkpoints, and random-number-generator state for exact resumption."""
+"""Callbacks: our-format model checkpoints, random-number-generator state for exact resumption, training
+curves, and plain progress lines for logs."""
 
 from __future__ import annotations
 
 import math
 import random
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from m3rcr.models.checkpoint import save_checkpoint
+from m3rcr.utils.progress import format_duration
 
 
 class ExportCheckpoints(Callback):
@@ -153,3 +157,78 @@ class TrainingCurves(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(h) for h in state_dict.get("history", [])]
+
+
+class ProgressLog(Callback):
+    """Progress as plain lines, for output that is not a terminal (a log file, a batch job), where a
+    progress bar's carriage-return redraws would pile up: a line every ``interval`` seconds during an
+    epoch (``epoch 3/30 step 120/570 train/loss 0.0123 (2 min 10 s)``) and one at the end of each epoch
+    with its training and validation values. Only the first process writes.
+    """
+
+    def __init__(self, interval: float = 60.0, file: IO[str] | None = None) -> None:
+        self.interval = interval
+        self.file = file
+        self._start = self._epoch_start = self._last = time.monotonic()
+        self._validated = False
+
+    def _write(self, text: str) -> None:
+        print(text, file=self.file if self.file is not None else sys.stdout, flush=True)
+        self._last = time.monotonic()
+
+    @staticmethod
+    def _epoch(trainer: L.Trainer) -> str:
+        total = trainer.max_epochs
+        return f"epoch {trainer.current_epoch + 1}" + (f"/{total}" if total is not None and total > 0 else "")
+
+    @staticmethod
+    def _values(metrics: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {float(v):.4g}" for k, v in metrics.items())
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return trainer.is_global_zero and time.monotonic() - self._last >= self.interval
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.monotonic()
+        self._validated = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._due(trainer):
+            return
+        n = trainer.num_training_batches
+        steps = f"step {batch_idx + 1}" + (f"/{n}" if math.isfinite(n) else "")
+        # the per-step values shown in a progress bar ("train/loss_step" and so on)
+        step_values = {k.removesuffix("_step"): v for k, v in trainer.progress_bar_metrics.items()
+                       if k.endswith("_step")}
+        self._write(f"{self._epoch(trainer)} {steps} {self._values(step_values)} "
+                    f"({format_duration(time.monotonic() - self._epoch_start)})")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or not self._due(trainer):
+            return
+        n = trainer.num_val_batches[dataloader_idx] if dataloader_idx < len(trainer.num_val_batches) else math.inf
+        self._write(f"{self._epoch(trainer)} validation {batch_idx + 1}" + (f"/{n}" if math.isfinite(n) else ""))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: v for k, v in trainer.callback_metrics.items()}  # every rank reads (synchronised values)
+        if not trainer.is_global_zero:
+            return
+        values: dict[str, Any] = {}
+        for key in sorted(metrics, key=lambda k: (k.startswith("val/"), k)):
+            if not key.startswith(("train/", "val/")) or key.endswith("_step"):
+                continue  # learning rates, per-step values
+            if key.startswith("val/") and not self._validated:
+                continue  # validation values stay in callback_metrics on epochs without validation
+            values[key.removesuffix("_epoch")] = metrics[key]  # "train/loss_epoch" and "train/loss" are one
+        now = time.monotonic()
+        self._write(f"{self._epoch(trainer)}: {self._values(values)} "
+                    f"({format_duration(now - self._epoch_start)}, {format_duration(now - self._start)} in all)")

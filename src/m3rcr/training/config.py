@@ -15,6 +15,8 @@ A configuration has these sections (every key optional; see ``configs/aligncr.ya
               gradient_clip_val, accumulate_grad_batches, ...)
     run:      {dir, checkpoint_every_n_steps, progress_bar,
                early_stopping: null | {patience, min_delta, monitor: val/loss, mode: min}}
+              progress_bar: true shows a bar on a terminal and plain lines (each epoch, and every minute)
+              when the output goes to a file; false shows neither
 
 Overrides are ``section.key=value`` strings whose values are parsed as YAML (``trainer.max_epochs=2``,
 ``model.config.features=32``, ``data.root=/data/m3rcr``).
@@ -123,7 +125,7 @@ def validate(config: Mapping[str, Any]) -> None:
     import lightning as L
 
     from m3rcr.data.datamodule import M3RCRDataModule
-    from m3rcr.models.registry import create_model  # noqa: F401  (validates names below)
+    from m3rcr.models.registry import list_models
     from m3rcr.training.losses import create_loss
 
     unknown = set(config) - _SECTIONS
@@ -149,9 +151,19 @@ def validate(config: Mapping[str, Any]) -> None:
         value = config["trainer"][key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"trainer.{key} must be a number, got {value!r}")
+    # Lightning reads max_epochs -1 as "train forever" and 0 as "train nothing" (exiting as if done)
+    epochs = config["trainer"].get("max_epochs")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be at least 1, got {epochs} (bound a run by trainer.max_steps "
+                          "instead, if that is what you want)")
+    batch = config["data"].get("batch_size")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise ConfigError(f"data.batch_size must be a whole number >= 1, got {batch!r}")
     early_stopping(config)
     if config.get("task") not in ("cloud_removal", "segmentation"):
         raise ConfigError(f"task must be cloud_removal or segmentation, got {config.get('task')!r}")
+    if config["task"] == "cloud_removal" and config["model"].get("name") not in list_models():
+        raise ConfigError(f"model.name {config['model'].get('name')!r} is not a model ({', '.join(list_models())})")
     if config["task"] == "segmentation":
         from m3rcr.models.segmentation import list_segmentation_models
 

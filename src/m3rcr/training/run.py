@@ -15,21 +15,32 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import lightning_utilities.core.rank_zero
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
 from m3rcr.data.datamodule import M3RCRDataModule
-from m3rcr.training.callbacks import ExportCheckpoints, RNGState, SaveTrainingState, TrainingCurves
+from m3rcr.errors import DataError
+from m3rcr.training.callbacks import (
+    ExportCheckpoints,
+    ProgressLog,
+    RNGState,
+    SaveTrainingState,
+    TrainingCurves,
+)
 from m3rcr.training.config import ConfigError, dump, early_stopping, load_config
 from m3rcr.training.module import CloudRemovalModule, GANModule, SegmentationModule
 from m3rcr.utils.files import atomic_path
+from m3rcr.utils.progress import is_terminal
 from m3rcr.utils.provenance import environment
 
 STATE = Path("state") / "last.ckpt"
@@ -38,6 +49,25 @@ STATE = Path("state") / "last.ckpt"
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # ResumableCSVLogger keeps the log that this warning says will be deleted
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty.*")
+# said once per loader in terms of DataLoader arguments; _hint_workers says it once in terms of data.num_workers
+warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers.*")
+# epoch values are logged whatever this interval; Lightning's advice only concerns per-step rows (short demos)
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval.*")
+#: seconds between two plain progress lines when the output is not a terminal
+PROGRESS_INTERVAL = 60.0
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """Lightning advertises its cloud logger every time a Trainer is created (each run of a benchmark):
+    an advertisement, not information about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+_TIP_FILTER = _DropLitLoggerTip()
+# the logger through which Lightning's rank_zero_info writes (lightning.pytorch.utilities.rank_zero)
+lightning_utilities.core.rank_zero.log.addFilter(_TIP_FILTER)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -97,47 +127,82 @@ def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None, resume
         callbacks.append(EarlyStopping(monitor=stop["monitor"], mode=stop["mode"], patience=stop["patience"],
                                        min_delta=stop["min_delta"], check_on_train_epoch_end=True, strict=True,
                                        verbose=False))
+    # Lightning's bar redraws itself on stdout with carriage returns: only on a terminal; in a log, plain lines
+    progress = bool(config["run"].get("progress_bar", True))
+    bar = progress and is_terminal(sys.stdout)
+    if progress and not bar:
+        callbacks.append(ProgressLog(PROGRESS_INTERVAL))
     loggers = [ResumableCSVLogger(run_dir / "logs", name="csv", version="", resume=resume),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
-    return L.Trainer(**tcfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
-                     enable_progress_bar=bool(config["run"].get("progress_bar", True)))
+    return L.Trainer(**tcfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers, enable_progress_bar=bar)
 
 
-def build(config: dict[str, Any], run_dir: Path, resume: bool = False
-          ) -> tuple[L.Trainer, CloudRemovalModule, M3RCRDataModule]:
-    """Trainer, module and data for a configuration (``resume``: continuing the run in ``run_dir``)."""
+def _module(config: dict[str, Any]) -> L.LightningModule:
+    optim = config["optim"]
+    common: dict[str, Any] = {
+        "model": config["model"]["name"], "model_config": dict(config["model"].get("config") or {}),
+        "loss": config["loss"]["name"], "loss_config": dict(config["loss"].get("config") or {}),
+        "lr": optim["lr"], "align_lr": optim.get("align_lr"), "betas": list(optim["betas"]),
+        "weight_decay": optim["weight_decay"], "schedule": dict(config["schedule"]),
+    }
+    gan = config.get("gan")
+    if config.get("task") == "segmentation":
+        return SegmentationModule(model=common["model"], model_config=common["model_config"], lr=common["lr"],
+                                  betas=common["betas"], weight_decay=common["weight_decay"],
+                                  schedule=common["schedule"])
+    if gan is not None:
+        gan = dict(gan)
+        return GANModule(**common, discriminator=gan.pop("discriminator"),
+                         discriminator_config=dict(gan.pop("discriminator_config", None) or {}),
+                         gradient_clip_val=config["trainer"].get("gradient_clip_val"), **gan)
+    return CloudRemovalModule(**common)
+
+
+@rank_zero_only
+def _hint_workers(num_workers: int, trainer: L.Trainer) -> None:
+    from lightning.fabric.utilities.data import suggested_max_num_workers
+
+    suggested = suggested_max_num_workers(trainer.num_devices)  # CPU cores per process, less one
+    if num_workers < 2 <= suggested:
+        print(f"note: data.num_workers={num_workers}: loading the data may slow training down; this machine "
+              f"has cores for up to data.num_workers={suggested}", file=sys.stderr, flush=True)
+
+
+def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_data: bool = False
+          ) -> tuple[L.Trainer, L.LightningModule, M3RCRDataModule]:
+    """Trainer, module and data for a configuration (``resume``: continuing the run in ``run_dir``).
+
+    The module, and with ``setup_data`` the data lists, are made before the Trainer, so that a bad setting
+    fails with its own message before Lightning prints its banner.
+    """
+    module = _module(config)
+    data = dict(config["data"])
+    batch = int(data.pop("batch_size"))
+    data["root"] = str(data["root"])
+    datamodule = M3RCRDataModule(batch_size=batch, seed=config["seed"], **data)
+    if setup_data:
+        datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
     trainer = _trainer(config, run_dir, resume=resume)
     if trainer.world_size > 1 and config["trainer"].get("strategy") in ("auto", "ddp", None):
         # Align-CR's last SAR update feeds nothing (as in the authors' network): DDP must allow it
         trainer = _trainer(config, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume)
-    data = dict(config["data"])
-    batch = int(data.pop("batch_size"))
     if batch % trainer.world_size:
         raise ConfigError(f"data.batch_size {batch} (the global batch) does not split over {trainer.world_size} "
                           f"processes")
-    data["root"] = str(data["root"])
-    datamodule = M3RCRDataModule(batch_size=batch // trainer.world_size, seed=config["seed"], **data)
-    optim = config["optim"]
-    common = dict(
-        model=config["model"]["name"], model_config=dict(config["model"].get("config") or {}),
-        loss=config["loss"]["name"], loss_config=dict(config["loss"].get("config") or {}),
-        lr=optim["lr"], align_lr=optim.get("align_lr"), betas=list(optim["betas"]),
-        weight_decay=optim["weight_decay"], schedule=dict(config["schedule"]),
-    )
-    gan = config.get("gan")
-    if config.get("task") == "segmentation":
-        module = SegmentationModule(model=common["model"], model_config=common["model_config"], lr=common["lr"],
-                                    betas=common["betas"], weight_decay=common["weight_decay"],
-                                    schedule=common["schedule"])
-    elif gan is not None:
-        gan = dict(gan)
-        module: L.LightningModule = GANModule(
-            **common, discriminator=gan.pop("discriminator"),
-            discriminator_config=dict(gan.pop("discriminator_config", None) or {}),
-            gradient_clip_val=config["trainer"].get("gradient_clip_val"), **gan)
-    else:
-        module = CloudRemovalModule(**common)
+    # each process loads its share of the global batch (the number of processes is the Trainer's to find)
+    datamodule.hparams.batch_size = batch // trainer.world_size
+    if setup_data and datamodule.val_dataset is None:
+        # no validation data (val_fraction 0): skip the loop rather than hand Lightning an empty loader
+        trainer.limit_val_batches = 0
+    _hint_workers(datamodule.hparams.num_workers, trainer)
     return trainer, module, datamodule
+
+
+def check_data_root(config: dict[str, Any]) -> None:
+    """Refuse a ``data.root`` that is not a folder, naming the setting (the default is a placeholder)."""
+    root = Path(config["data"]["root"])
+    if not root.is_dir():
+        raise DataError(root, "no such dataset folder; set data.root=PATH (a folder with train/ and train.csv)")
 
 
 def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = None,
@@ -161,10 +226,9 @@ def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = N
         if (run_dir / STATE).exists():
             raise ConfigError(f"{run_dir}: a run already exists there; resume it with --resume {run_dir} or choose "
                               f"another run.dir")
+    check_data_root(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
-    trainer, module, datamodule = build(config, run_dir, resume=ckpt_path is not None)
-    datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
+    trainer, module, datamodule = build(config, run_dir, resume=ckpt_path is not None, setup_data=True)
     _record(run_dir, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     return run_dir
-
