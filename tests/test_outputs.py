@@ -367,3 +367,36 @@ def test_pictures_and_masks_of_the_wrong_kind(synth_root: Path, scene_and_model:
     blocker.write_text("x")
     assert _evaluate_cloudy(synth_root, blocker / "sub") == 2
     assert f"{blocker}: is a file, so it cannot hold" in _err(capsys)
+
+
+def test_a_data_error_in_a_loader_worker_stays_one_clear_line() -> None:
+    from torch.utils.data import DataLoader, Dataset
+
+    from m3rcr.errors import DataError
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> None:
+            raise DataError("/data/S1_1.tif", "SAR declared as dB looks like linear power")
+
+    with pytest.raises(DataError) as exc:  # torch rebuilds the worker's error from one message
+        list(DataLoader(Broken(), num_workers=1))
+    assert str(exc.value) == "/data/S1_1.tif: SAR declared as dB looks like linear power"
+
+
+def test_benchmark_overwrite_never_deletes_its_data(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    (bench / "data").mkdir(parents=True)
+    (bench / STATE_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="holds the input"):
+        prepare_out(bench, overwrite=True, inputs=[bench / "data"])
+    assert (bench / "data").is_dir()
+
+
+def test_predict_preview_must_be_a_png(scene_and_model: tuple[dict[str, Path], Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    scene, ckpt = scene_and_model
+    assert main(_predict_args(scene, ckpt, tmp_path / "o.tif", "--preview", str(tmp_path / "quick"))) == 2
+    assert "--preview" in _err(capsys) and not (tmp_path / "o.tif").exists()

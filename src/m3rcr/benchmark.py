@@ -38,14 +38,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from m3rcr.training.config import ConfigError
-from m3rcr.utils.files import atomic_path
+from m3rcr.utils.files import atomic_path, refuse_replacing
 
 STATE_FILE = "benchmark_state.json"
 
@@ -123,12 +123,13 @@ def _file_hash(path: str | Path | None) -> str | None:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
 
 
-def prepare_out(out: str | Path, overwrite: bool = False) -> bool:
+def prepare_out(out: str | Path, overwrite: bool = False, inputs: Sequence[str | Path | None] = ()) -> bool:
     """Check the benchmark folder ``out`` before a run; True when it holds a benchmark to continue.
 
     A folder holding a benchmark (its state file or configuration) is continued, steps already done being skipped; with
     ``overwrite`` it is deleted and the benchmark starts again. Any other non-empty folder is refused, with
-    or without ``overwrite``: it is not this tool's to delete.
+    or without ``overwrite``: it is not this tool's to delete; so is a folder holding one of ``inputs`` (the
+    data, given checkpoints) when ``overwrite`` would delete it.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -139,6 +140,7 @@ def prepare_out(out: str | Path, overwrite: bool = False) -> bool:
         raise FileExistsError(f"{out}: exists, is not empty and holds no benchmark ({STATE_FILE}); choose a new "
                               "folder")
     if overwrite:
+        refuse_replacing(out, inputs, owned=lambda d: True, kind="benchmark")
         shutil.rmtree(out)
         return False
     return True

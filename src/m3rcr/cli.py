@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
 from m3rcr import __version__
-from m3rcr.errors import DataError
+from m3rcr.errors import DataError, DataWarning
 from m3rcr.utils.files import OutputExistsError, check_output
 from m3rcr.utils.text import percent
 
@@ -64,9 +65,12 @@ def _whole_number(text: str, least: int) -> int:
 _OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".tif", ".tiff", ".pdf", ".svg", ".gif", ".bmp", ".webp"}
 
 
-def _add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace outputs that exist (default: refuse; missing parent folders are always created)")
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _add_overwrite(p: argparse.ArgumentParser, text: str = "replace outputs that exist (default: refuse; missing "
+                   "parent folders are always created)") -> None:
+    p.add_argument("--overwrite", action="store_true", help=text)
 
 
 def _add_data_args(p: argparse.ArgumentParser, split_default: str | None = None) -> None:
@@ -378,7 +382,7 @@ def _device(name: str):
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda", "mps"):
+    if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {name}: m3rcr runs on cpu or cuda (cuda:N), not {device.type}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
@@ -494,6 +498,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from m3rcr.inference.predict import model_uses_sar, predict_scene, write_stats
     from m3rcr.models import load_model
 
+    if args.preview and Path(args.preview).suffix.lower() != ".png":
+        raise ValueError(f"--preview {args.preview}: the preview is a PNG picture; give a .png file name")
     outputs = [p for p in (args.out, args.preview, args.stats) if p]
     if len({Path(p).resolve() for p in outputs}) < len(outputs):
         raise ValueError("--out, --preview and --stats must name different files")
@@ -611,7 +617,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     out = args.out or config.get("out")
     if not out:
         raise ValueError("give --out DIR (or 'out' in the configuration)")
-    if prepare_out(out, args.overwrite):
+    inputs = [(config.get("data") or {}).get("root"), *(m.get("checkpoint") for m in config.get("methods") or [])]
+    if prepare_out(out, args.overwrite, inputs):
         print(f"continuing the benchmark in {out}: finished steps with unchanged inputs are skipped "
               "(--overwrite starts again)")
     Benchmark(config, out).run()
@@ -704,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "every epoch; this redraws it, e.g. for runs of earlier versions).")
     p.add_argument("run", metavar="RUN", help="a run folder of m3rcr train")
     p.add_argument("--out", metavar="PNG", help="output image (default: RUN/training_curves.png)")
-    _add_overwrite(p)
+    _add_overwrite(p, "replace an existing --out file (RUN/training_curves.png, the default, is always "
+                      "redrawn)")
     p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
@@ -804,7 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --preview, --stats)")
     p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
-    _add_stretch_arg(p, "the input's pixels clear in --mask (without --mask: over the cloud-removed image)")
+    _add_stretch_arg(p, "the input's pixels clear in --mask (without --mask: those not bright in all visible bands), "
+                    "for both panels")
     p.add_argument("--stats", metavar="JSON", help="also write the run's statistics and settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
@@ -836,7 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resumes without redoing finished steps.")
     p.add_argument("--config", required=True, metavar="FILE", help="benchmark configuration (YAML)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: 'out' in the configuration)")
-    _add_overwrite(p)
+    _add_overwrite(p, "start again: delete OUT's earlier benchmark (default: continue it, skipping finished "
+                      "steps)")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("build-dataset", help="cut an M3R-CR-style dataset out of whole scenes",
@@ -925,6 +935,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    # warnings about the user's data read as one line, like the errors, without Python's source line
+    warnings.formatwarning = _format_warning
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = _PYTHON_FORMATWARNING
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    if issubclass(category, DataWarning):
+        return f"warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except OutputExistsError as exc:

@@ -79,8 +79,9 @@ _WORLDCOVER_CODES = np.array(sorted({WORLDCOVER_NODATA, *WORLDCOVER}), dtype=np.
 #: How to declare the other SAR units, on the command line or in a manifest.
 _OPTICAL_FLAGS = "--bands (bands: in a scene manifest)"
 _OPTICAL_FIX = ("build-dataset copies optical values as stored and reads them as surface reflectance x 10000 "
-                "(PlanetScope's convention, no offset): convert the scene first, e.g. gdal_calc.py "
-                "--calc='A*10000' --type=UInt16 for reflectance in [0, 1]")
+                "(PlanetScope's convention, no offset): convert the scene to that first, e.g. with gdal_calc.py "
+                "--type=UInt16 --calc='A*10000' for reflectance in [0, 1], or --calc='(A*a+b)*10000' for a product "
+                "documented as 'reflectance = DN x a + b'")
 _SAR_UNITS_ADVICE = {
     "linear": "if it holds linear power, pass --sar-units linear (sar_units: linear in a scene manifest)",
     "db": "if it holds dB, pass --sar-units db (sar_units: db in a scene manifest; the default)",
@@ -488,7 +489,7 @@ class SceneReader:
         cf_bands = parse_bands(s.cloudfree_bands or s.bands, cf.count, s.cloudfree)
         cf_dtype = picked_dtype(cf, cf_bands, "cloud-free optical scene")
         check_optical_raster(cf, cf_bands, OPTICAL_SCALE, 0.0, what="cloud-free optical scene", where=s.cloudfree,
-                             flags=_OPTICAL_FLAGS.replace("--bands", "--cloudfree-bands"), fix=_OPTICAL_FIX)
+                             flags="--cloudfree-bands (cloudfree_bands: in a scene manifest)", fix=_OPTICAL_FIX)
         self._require_overlap(cf, self.grid, "cloud-free optical scene")
         cf_nodata = cf.nodatavals[cf_bands[0] - 1]
         self.cf_nodata = float(cf_nodata) if cf_nodata is not None else 0.0

@@ -187,7 +187,8 @@ class M3RCRDataset(Dataset):
             raise DataError(files.cloudfree, f"grid (CRS and transform) differs from the cloudy image {files.cloudy}")
         sar = io.read_geotiff(files.sar, what="SAR image (VV, VH)", bands=2, size=self.sar_size)
         # linear power read as dB would clip to a constant 0 dB (SAR = 1.0 everywhere) without a word
-        check_sar_units(sar.array, "db", files.sar, nodata=sar.nodata, advice=SAR_TILE_ADVICE)
+        # (the fill-value rule is for whole input scenes: a dark tile of calm water must not stop a training run)
+        check_sar_units(sar.array, "db", files.sar, nodata=sar.nodata, advice=SAR_TILE_ADVICE, fill=False)
         landcover = io.read_geotiff(files.landcover, what="land-cover map", bands=1, size=self.sar_size)
         if landcover.shape != sar.shape:
             raise DataError(files.landcover, f"land-cover map is {landcover.shape[0]}x{landcover.shape[1]} pixels "

@@ -12,12 +12,14 @@ offset) / scale`` a real image therefore has
 * a data type that can hold reflectance 0.3 at all (8-bit display products, e.g. PlanetScope
   "visual", hold at most 255 / 10000).
 
-Bands tagged as alpha (transparency) or an RGB-ordered file read as blue, green, red are refused too.
+Bands tagged as alpha (transparency) are refused too; a file whose tags say red, green, blue where blue,
+green, red are read gets a warning (tags are not always right).
 A violation is a :class:`~m3rcr.errors.DataError` naming the file, the statistic seen and what to pass.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 from rasterio.enums import ColorInterp
 
 from m3rcr.data.io import sample_bands
-from m3rcr.errors import DataError
+from m3rcr.errors import DataError, DataWarning
 
 #: Largest share of valid values above :data:`HIGH` or below :data:`LOW` a real image has.
 MAX_OUTSIDE = 0.05
@@ -116,9 +118,10 @@ def check_optical_raster(src: Any, bands: Sequence[int], scale: float, offset: f
             raise DataError(where, f"{what}: band {band}, taken as {role}, is an alpha (transparency) band, not "
                                    f"data; pick the blue, green, red and NIR bands with {flags.split(' /')[0]}")
     if len(tags) >= 3 and tags[0] == ColorInterp.red and tags[2] == ColorInterp.blue:
-        raise DataError(where, f"{what}: band {bands[0]}, taken as blue, is tagged red and band {bands[2]}, taken "
-                               f"as red, is tagged blue; the order is blue, green, red, NIR: pass "
-                               f"{flags.split(' /')[0]} accordingly")
+        # a warning: some writers tag every 3+ band file as RGB whatever it holds (PHOTOMETRIC=RGB)
+        warnings.warn(f"{where}: {what}: band {bands[0]}, taken as blue, is tagged red and band {bands[2]}, taken "
+                      f"as red, is tagged blue; if the tags are right, pass {flags.split(' /')[0]} in the order "
+                      "blue, green, red, NIR", DataWarning, stacklevel=2)
     dtype = np.dtype(src.dtypes[bands[0] - 1])
     if dtype.kind in "ui":
         brightest = (np.iinfo(dtype).max + offset) / scale

@@ -80,8 +80,12 @@ def sar_value_stats(values: np.ndarray, nodata: float | None = None) -> SarValue
                          minimum=float(v.min()), maximum=float(v.max()))
 
 
-def sar_units_problem(stats: SarValueStats, units: SarUnits) -> tuple[str, SarUnits | None] | None:
-    """Why values with ``stats`` cannot be in ``units``, and the units they look like (None: neither); None if fine."""
+def sar_units_problem(stats: SarValueStats, units: SarUnits, fill: bool = True
+                      ) -> tuple[str, SarUnits | None] | None:
+    """Why values with ``stats`` cannot be in ``units``, and the units they look like (None: neither); None if fine.
+
+    ``fill``: also refuse more than :data:`MAX_FILL` of values beyond the physical range (an undeclared fill).
+    """
     if units == "db":
         lo, hi = DB_RANGE
         if stats.positive > DB_MAX_POSITIVE:
@@ -90,7 +94,7 @@ def sar_units_problem(stats: SarValueStats, units: SarUnits) -> tuple[str, SarUn
         if not lo <= stats.median <= hi:
             return (f"declared as dB has a median of {stats.median:.3g} dB, outside the plausible backscatter "
                     f"range of land and water ({lo:g} to +{hi:g} dB; {stats.describe()})"), None
-        if stats.below_db_floor > MAX_FILL:
+        if fill and stats.below_db_floor > MAX_FILL:
             return (f"has {stats.below_db_floor:.1%} of its values below {lo:g} dB (down to {stats.minimum:.6g}), "
                     "darker than any backscatter: an undeclared fill value? Declare it as no-data (e.g. "
                     f"gdal_edit.py -a_nodata {stats.minimum:.6g} FILE)"), None
@@ -106,7 +110,7 @@ def sar_units_problem(stats: SarValueStats, units: SarUnits) -> tuple[str, SarUn
         if not lo <= stats.median <= hi:
             return (f"declared as linear power has a median of {stats.median:.3g}, outside the plausible range "
                     f"of sigma0 ({lo:g} to {hi:g}, i.e. -50 to 0 dB; {stats.describe()})"), None
-        if stats.above_linear_ceiling > MAX_FILL:
+        if fill and stats.above_linear_ceiling > MAX_FILL:
             return (f"has {stats.above_linear_ceiling:.1%} of its values above linear power 100 (+20 dB; up to "
                     f"{stats.maximum:.6g}), brighter than any backscatter of land and water: an undeclared fill "
                     f"value? Declare it as no-data (e.g. gdal_edit.py -a_nodata {stats.maximum:.6g} FILE)"), None
@@ -115,7 +119,8 @@ def sar_units_problem(stats: SarValueStats, units: SarUnits) -> tuple[str, SarUn
 
 
 def check_sar_units(values: np.ndarray, units: SarUnits, where: str | Path, *, nodata: float | None = None,
-                    advice: Mapping[str, str] = CLI_ADVICE, what: str = "SAR") -> SarValueStats | None:
+                    advice: Mapping[str, str] = CLI_ADVICE, what: str = "SAR", fill: bool = True
+                    ) -> SarValueStats | None:
     """Raise a :class:`DataError` naming ``where`` if ``values`` cannot be backscatter in ``units``.
 
     ``values`` are SAR values as stored (any shape; NaN, ``nodata`` and exact zeros are ignored).
@@ -125,7 +130,7 @@ def check_sar_units(values: np.ndarray, units: SarUnits, where: str | Path, *, n
     stats = sar_value_stats(values, nodata)
     if stats is None:
         return None
-    found = sar_units_problem(stats, units)
+    found = sar_units_problem(stats, units, fill)
     if found is not None:
         problem, looks = found
         hint = advice.get(looks) if looks else None

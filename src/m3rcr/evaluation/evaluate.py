@@ -253,9 +253,12 @@ def _read_evaluation(folder: Path) -> tuple[dict[str, Any], set[str] | None]:
     table = folder / "metrics.csv"
     if not table.is_file():  # the image count and data root of metrics.json are all there is to check
         return data, None
-    with open(table, newline="") as fh:
-        reader = csv.DictReader(fh)
-        names = [row.get("name") for row in reader]
+    try:
+        with open(table, newline="") as fh:
+            reader = csv.DictReader(fh)
+            names = [row.get("name") for row in reader]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(table, f"cannot be read as CSV ({exc})") from None
     if "name" not in (reader.fieldnames or []) or not names:
         raise DataError(table, "lists no scored image (no rows, or no 'name' column): not an evaluation's metrics.csv")
     return data, {n for n in names if n}

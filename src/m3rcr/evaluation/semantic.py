@@ -39,7 +39,7 @@ from m3rcr.reports.figures import (
     set_bin_axis,
 )
 from m3rcr.reports.tables import write_table
-from m3rcr.utils.files import atomic_path, check_output
+from m3rcr.utils.files import atomic_path, check_output, refuse_replacing
 from m3rcr.utils.progress import progress as progress_bar
 
 #: An image source: takes a batch (on the device) and returns (B, 4, H, W) reflectance in [0, 1].
@@ -94,6 +94,10 @@ def semantic_evaluate(
     ``stretch``: the RGB display stretch of the land-cover figure (:func:`m3rcr.data.plot.stretch_limits`).
     """
     out = check_output(out, overwrite, folder=True)
+    # its own files only (an interrupted run leaves some of them, not yet semantic.json)
+    refuse_replacing(out, [dataset.root], owned=lambda d: all(p.name.startswith(("semantic", "table_semantic", "fig_",
+                                                                                   ".")) for p in d.iterdir()),
+                     kind="semantic evaluation (semantic.json, table_semantic.*, fig_*.png)")
     device = torch.device(device)
     segmenter = segmenter.to(device).eval()
     cms = {s: {b: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long) for b in ("all", *CLOUD_COVER_BINS)}

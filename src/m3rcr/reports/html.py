@@ -329,12 +329,14 @@ def evaluation_provenance(groups: Mapping[str, Sequence[str | Path]]) -> tuple[d
                         (place / "config.yaml").read_text(encoding="utf-8").rstrip()
                 env_file = place / "environment.json"
                 if env_file.is_file():
+                    what = "Evaluation" if place == folder else "Training"
                     try:
                         history = json.loads(env_file.read_text())
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{env_file}: not valid JSON ({exc})") from exc
+                    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                        # provenance is a courtesy: a damaged record costs its entry, not the report
+                        environment[f"{what}: {key} ({env_file})"] = {"unreadable": f"not valid JSON ({exc})"}
+                        continue
                     latest = history[-1] if isinstance(history, list) and history else history
-                    what = "Evaluation" if place == folder else "Training"
                     environment[f"{what}: {key} ({env_file})"] = latest
     return {"Evaluation settings (metrics.json)": settings, **config}, environment
 
