@@ -146,7 +146,7 @@ def test_plot_returns_a_figure(real_root: Path, tmp_path: Path) -> None:
     assert len(fig.axes) == 5
     fig = ds.plot(s, prediction=s["cloudfree"], stretch="fixed")
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:3] == ["Cloudy", "Cloud-free", "Prediction"] and titles[-1].startswith("Cloud mask (29 %)")
+    assert titles[:3] == ["Cloudy", "Cloud-free", "Prediction"] and titles[-1].startswith("Cloud mask (white: 29 % cloudy)")
     fig.savefig(tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 10_000
     native = M3RCRDataset(real_root, "test", sar_mode="native")

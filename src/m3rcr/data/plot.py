@@ -207,7 +207,7 @@ def plot_sample(
         elif key == "cloudmask":
             mask = _numpy(sample["cloudmask"])
             ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            label = f"Cloud mask ({100 * float(mask.mean()):.0f} %)"
+            label = f"Cloud mask (white: {100 * float(mask.mean()):.0f} % cloudy)"
         ax.set_title(label, fontsize=10)
     if title is None:
         title = str(sample.get("name", ""))

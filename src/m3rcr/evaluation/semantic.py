@@ -243,7 +243,7 @@ def landcover_maps(samples: Sequence[Mapping[str, Any]], stretch: str = "percent
                     if cloudmask is not None:
                         mask = np.asarray(cloudmask, dtype=float)
                         top.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                        top.set_title(f"Cloud mask ({100 * float(mask.mean()):.0f} %)", fontsize=8)
+                        top.set_title(f"Cloud mask (white: {100 * float(mask.mean()):.0f} % cloudy)", fontsize=8)
                     else:
                         top.set_axis_off()
                     label, title = s["landcover"], "WorldCover\n(reference labels)"
