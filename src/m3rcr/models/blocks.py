@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torchvision.ops import deform_conv2d
+
+from m3rcr.models.swin_windows import relative_position_index, window_partition, window_reverse
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "replicate", minimum: int = 0
@@ -270,7 +271,7 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         trunc_normal_(self.relative_position_bias_table, std=0.02)
         # depends on the window only, never on the input size; recomputed, not stored in checkpoints
-        self.register_buffer("relative_position_index", get_relative_position_index(window, window),
+        self.register_buffer("relative_position_index", relative_position_index(window, window),
                              persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
