@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import CONFIGS
 
 from m3rcr.benchmark import Benchmark, load_benchmark_config
 from m3rcr.cli import main
@@ -20,7 +21,7 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
 
 def tiny_demo(tmp_path: Path, synth_root: Path, methods: list[str] | None = None) -> Path:
     """configs/benchmark_demo.yaml with tiny models, a couple of steps each, and the shared synthetic set."""
-    config = yaml.safe_load(Path("configs/benchmark_demo.yaml").read_text())
+    config = yaml.safe_load((CONFIGS / "benchmark_demo.yaml").read_text())
     assert config.pop("seeds") == [0, 1]  # one seed here; test_seeds_give_mean_and_spread_in_every_table has two
     config["data"] = {"root": str(synth_root), "split": "test", "crop": 96}
     config["overrides"] = [*config["overrides"], *FAST]
@@ -55,7 +56,7 @@ def test_tiny_benchmark_demo_end_to_end(synth_root: Path, tmp_path: Path) -> Non
                  "fig_landcover_maps.png"):
         assert (report / name).is_file(), name
     results = json.loads((report / "results.json").read_text())
-    names = [m["name"] for m in yaml.safe_load(Path("configs/benchmark_demo.yaml").read_text())["methods"]]
+    names = [m["name"] for m in yaml.safe_load((CONFIGS / "benchmark_demo.yaml").read_text())["methods"]]
     assert results["methods"] == names and len(names) == 9  # the cloudy floor and all eight methods
     assert set(results["image"]) == set(names)
     assert set(results["semantic"]) == {"Cloud-free", *names}
@@ -172,7 +173,7 @@ def test_benchmark_config_errors(tmp_path: Path) -> None:
     bad.write_text("data: {root: x}\nmethods: [{name: A, kind: cloudy}]\nextra: 1\n")
     with pytest.raises(ConfigError, match="unknown section"):
         load_benchmark_config(bad)
-    for path in ("configs/benchmark.yaml", "configs/benchmark_demo.yaml"):
+    for path in (str(CONFIGS / "benchmark.yaml"), str(CONFIGS / "benchmark_demo.yaml")):
         assert len(load_benchmark_config(path)["methods"]) == 9
 
 

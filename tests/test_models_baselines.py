@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import CONFIGS
 from tiny_models import TINY
 from torch.utils.data import DataLoader
 
@@ -162,7 +163,7 @@ def test_gan_steps_update_both_networks_and_lower_the_reconstruction_loss(name: 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_train_then_evaluate_every_registered_model(name: str, synth_root: Path, tmp_path: Path) -> None:
-    config = f"configs/{name}.yaml"
+    config = str(CONFIGS / f"{name}.yaml")
     model_cfg = "{" + ", ".join(f"{k}: {v}" for k, v in TINY[name].items()) + "}"
     args = ["train", "--config", config, f"data.root={synth_root}", f"model.config={model_cfg}", "data.batch_size=2",
             "data.crop_size=48", "data.eval_crop_size=64", "data.val_fraction=0.3", "data.num_workers=0",
@@ -195,8 +196,8 @@ def test_gan_resume_is_exact(synth_root: Path, tmp_path: Path) -> None:
     from m3rcr.training.run import train
 
     straight, split = tmp_path / "a", tmp_path / "b"
-    train(load_config("configs/spagan.yaml", _gan_args(synth_root, straight, "spagan", "trainer.max_epochs=2")))
-    train(load_config("configs/spagan.yaml", _gan_args(synth_root, split, "spagan", "trainer.max_epochs=1")))
+    train(load_config(str(CONFIGS / "spagan.yaml"), _gan_args(synth_root, straight, "spagan", "trainer.max_epochs=2")))
+    train(load_config(str(CONFIGS / "spagan.yaml"), _gan_args(synth_root, split, "spagan", "trainer.max_epochs=1")))
     train(resume=split, overrides=["trainer.max_epochs=2"])
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -221,7 +222,7 @@ def test_bf16_mixed_precision_on_cpu(name: str, synth_root: Path, tmp_path: Path
                 "data.batch_size=2", "data.crop_size=48", "data.eval_crop_size=64", "data.val_fraction=0.3",
                 "trainer.accelerator=cpu", "trainer.devices=1", "run.progress_bar=false", f"run.dir={tmp_path / 'r'}",
                 *extra]
-    run = train(load_config(f"configs/{name}.yaml", args))
+    run = train(load_config(str(CONFIGS / f"{name}.yaml"), args))
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -236,7 +237,7 @@ def test_gan_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     args = _gan_args(synth_root, run, "saroptcgan", "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
                      "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", "configs/saroptcgan.yaml", *args],
+    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", str(CONFIGS / "saroptcgan.yaml"), *args],
                           capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in proc.stderr + proc.stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import CONFIGS
 from tiny_models import TINY
 
 from m3rcr.benchmark import STATE_FILE, prepare_out
@@ -349,7 +350,7 @@ def test_a_sample_listed_twice_is_refused(synth_root: Path, tmp_path: Path) -> N
 def test_training_settings_that_run_forever_or_do_nothing_are_refused(synth_root: Path, tmp_path: Path,
                                                                      override: str,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--config", "configs/demo.yaml", f"data.root={synth_root}", override,
+    assert main(["train", "--config", str(CONFIGS / "demo.yaml"), f"data.root={synth_root}", override,
                  "--out", str(tmp_path / "run")]) == 2
     assert override.split("=")[0] in _err(capsys)
     assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import CONFIGS
 
 from m3rcr.cli import main
 from m3rcr.training.config import ConfigError, load_config, parse_override
@@ -51,19 +52,19 @@ def test_alignment_parameters_get_their_own_learning_rate() -> None:
 
 
 def test_config_files_and_overrides(tmp_path: Path) -> None:
-    cfg = load_config("configs/aligncr.yaml", ["trainer.max_epochs=3", "model.config.features=32"])
+    cfg = load_config(str(CONFIGS / "aligncr.yaml"), ["trainer.max_epochs=3", "model.config.features=32"])
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["model"]["config"] == {"features": 32}
     assert cfg["loss"]["config"] == {"weight": 5.0, "eps": 1e-3, "alpha": 0.45}
     assert cfg["optim"]["lr"] == 1e-4 and cfg["optim"]["align_lr"] == 1e-5 and cfg["data"]["crop_size"] == 160
     assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5}
     for name in ("aligncr_wo_sar", "aligncr_wo_align"):
-        assert load_config(f"configs/{name}.yaml")["model"]["name"] == name
+        assert load_config(str(CONFIGS / f"{name}.yaml"))["model"]["name"] == name
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
     for bad, msg in (("data.bacth_size=4", "unknown key"), ("trainer.max_epoch=1", "unknown key"),
                      ("trainer.max_epochs=abc", "must be a number"),
                      ("optimizer.lr=1", "unknown section"), ("loss.name=nope", "unknown loss"), ("novalue", "look like")):
         with pytest.raises(ConfigError, match=msg):
-            load_config("configs/aligncr.yaml", [bad])
+            load_config(str(CONFIGS / "aligncr.yaml"), [bad])
 
 
 def test_global_batch_must_split_over_processes(synth_root: Path, tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_global_batch_must_split_over_processes(synth_root: Path, tmp_path: Path
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_short_training_learns_and_beats_the_cloudy_floor(synth_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert main(["train", "--config", "configs/aligncr.yaml", *tiny(synth_root, run, "trainer.max_epochs=8",
+    assert main(["train", "--config", str(CONFIGS / "aligncr.yaml"), *tiny(synth_root, run, "trainer.max_epochs=8",
                                                                     "schedule.constant_epochs=6")]) == 0
     for name in ("config.yaml", "environment.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
                  "state/last.ckpt", "logs/csv/metrics.csv"):
@@ -129,7 +130,7 @@ def test_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     args = tiny(synth_root, run, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", "configs/aligncr.yaml", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", str(CONFIGS / "aligncr.yaml"), *args], capture_output=True, text=True,
                           timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world_size: 2" in proc.stderr + proc.stdout or "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
