@@ -221,11 +221,9 @@ class Benchmark:
         return f"about {_duration(left)} left ({len(self._left)} steps{', rough' if guess else ''})"
 
     def _device(self):
-        import torch
+        from m3rcr.utils.device import resolve_device
 
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(str(self.device), "evaluation.device")
 
     # ------------------------------------------------------------------ steps
     def make_data(self) -> None:

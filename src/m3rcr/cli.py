@@ -176,7 +176,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Summarise a split; with --check, read every sample and report problems."""
-    from m3rcr.data.preprocess import CLOUD_COVER_BINS, class_names, cloud_cover_bin
+    from m3rcr.data.preprocess import CLOUD_COVER_BINS, class_names, cover_bin_label
 
     ds = _dataset(args)
     summary: dict[str, object] = {
@@ -202,7 +202,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 except DataError as exc:
                     problems.append(str(exc))
                     continue
-                bins[CLOUD_COVER_BINS[cloud_cover_bin(sample["cloud_cover_tile"])]] += 1
+                bins[cover_bin_label(sample["cloud_cover_tile"])] += 1
                 lc = sample["landcover"].numpy().ravel()
                 classes += np.bincount(np.minimum(lc, len(classes) - 1), minlength=len(classes))[: len(classes)]
         summary["cloud_cover_bins"] = {b: bins.get(b, 0) for b in CLOUD_COVER_BINS}
@@ -297,11 +297,7 @@ def cmd_complexity(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device = str(_device(args.device))
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     if len(args.size) > 2:
         raise ValueError(f"--size takes N or H W, got {len(args.size)} values")
@@ -372,21 +368,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _device(name: str):
-    import torch
+    from m3rcr.utils.device import resolve_device
 
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: m3rcr runs on cpu or cuda (cuda:N), not {device.type}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    return resolve_device(name)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

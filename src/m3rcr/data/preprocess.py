@@ -169,3 +169,13 @@ def cloud_cover_bin(fraction: float) -> int:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"cloud cover must be in [0, 1], got {fraction}")
     return min(int(fraction * 5), 4)
+
+
+def cover_bin(cover: float) -> int:
+    """:func:`cloud_cover_bin` of a measured cover, clamped to [0, 1] first (rounding may step outside)."""
+    return cloud_cover_bin(min(max(float(cover), 0.0), 1.0))
+
+
+def cover_bin_label(cover: float) -> str:
+    """The label (``"0-20"`` ... ``"80-100"``) of the bin of a measured cover."""
+    return CLOUD_COVER_BINS[cover_bin(cover)]

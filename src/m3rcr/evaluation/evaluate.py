@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from m3rcr.data.dataset import M3RCRDataset, tensor_to_affine
 from m3rcr.data.io import read_bands
-from m3rcr.data.preprocess import CLOUD_COVER_BINS, cloud_cover_bin
+from m3rcr.data.preprocess import cover_bin, cover_bin_label
 from m3rcr.errors import DataError
 from m3rcr.evaluation.metrics import MetricAccumulator, finite_or_none
 from m3rcr.reports.figures import (
@@ -96,7 +96,7 @@ def spread_over_bins(images: Sequence[tuple[str, float]], count: int) -> list[st
     """Names of ``count`` images, taken from the cloud-cover bins in turn, from (name, cloud cover) pairs."""
     by_bin: dict[int, list[str]] = {}
     for name, cover in images:
-        by_bin.setdefault(cloud_cover_bin(min(max(cover, 0.0), 1.0)), []).append(name)
+        by_bin.setdefault(cover_bin(cover), []).append(name)
     picked: list[str] = []
     while len(picked) < count and any(by_bin.values()):
         for b in sorted(by_bin):
@@ -119,7 +119,7 @@ def write_outputs(out: Path, method: str, summary: Mapping[str, Any], records: S
         writer.writeheader()
         for r in records:
             row = asdict(r)
-            row["cloud_cover_bin"] = CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]
+            row["cloud_cover_bin"] = cover_bin_label(r.cloud_cover)
             writer.writerow(row)
     if ndvi_hist is not None:
         with atomic_path(out / "ndvi_histogram.npy") as tmp, open(tmp, "wb") as fh:
@@ -208,7 +208,7 @@ def evaluate_into(
         for i, name in enumerate(batch["name"]):
             if save_predictions:
                 write_prediction(out / "predictions" / f"{name}.tif", pred[i], batch["crs"][i], batch["transform"][i])
-            b = cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))
+            b = cover_bin(float(batch["cloud_cover"][i]))
             if name in wanted or (not wanted and kept_per_bin.get(b, 0) < figure_count):
                 kept_per_bin[b] = kept_per_bin.get(b, 0) + 1
                 sample = {k: (v[i].cpu() if isinstance(v, torch.Tensor) else v[i]) for k, v in batch.items()}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES, cloud_cover_bin
+from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES, cover_bin_label
 from m3rcr.evaluation.confusion import miou
 from m3rcr.evaluation.ndvi import level_confusion, ndvi, ndvi_histogram
 from m3rcr.evaluation.removal import RemovalAccumulator
@@ -173,7 +173,7 @@ class MetricAccumulator:
         hist = ndvi_histogram(nd_pred, nd_ref)
         self.ndvi_hist = hist if self.ndvi_hist is None else self.ndvi_hist + hist
         for i, name in enumerate(names):
-            b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(cloud_cover[i]), 0.0), 1.0))]
+            b = cover_bin_label(float(cloud_cover[i]))
             cm = level_confusion(nd_pred[i], nd_ref[i]).cpu()
             for key in ("all", b):
                 acc = self._ndvi_sq.setdefault(key, [0.0, 0.0])
@@ -235,7 +235,7 @@ class MetricAccumulator:
         """
         bins: dict[str, list[ImageRecord]] = {b: [] for b in CLOUD_COVER_BINS}
         for r in self.records:
-            bins[CLOUD_COVER_BINS[cloud_cover_bin(min(max(r.cloud_cover, 0.0), 1.0))]].append(r)
+            bins[cover_bin_label(r.cloud_cover)].append(r)
         out = {
             "overall": self._mean(self.records, "all"),
             "per_class": self.per_class(),

@@ -26,7 +26,7 @@ from m3rcr.data.preprocess import (
     LEVEL1_CLASSES,
     LEVEL1_COLORS,
     LEVEL1_UNKNOWN,
-    cloud_cover_bin,
+    cover_bin_label,
 )
 from m3rcr.evaluation.confusion import confusion_matrix, iou_per_class, miou, pixel_accuracy
 from m3rcr.reports.figures import (
@@ -119,12 +119,12 @@ def semantic_evaluate(
                 pred = segmenter(images).argmax(1)
             seg_maps[name] = (images, pred)
             for i in range(len(target)):
-                b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))]
+                b = cover_bin_label(float(batch["cloud_cover"][i]))
                 cm = confusion_matrix(pred[i], target[i], NUM_CLASSES, LEVEL1_UNKNOWN).cpu()
                 cms[name]["all"] += cm
                 cms[name][b] += cm
         for i, name in enumerate(batch["name"]):
-            b = CLOUD_COVER_BINS[cloud_cover_bin(min(max(float(batch["cloud_cover"][i]), 0.0), 1.0))]
+            b = cover_bin_label(float(batch["cloud_cover"][i]))
             images_per_bin[b] += 1
             # without names: candidates from every cloud-cover bin, picked from below
             wanted = name in (figure_names or []) or (not figure_names and kept_per_bin.get(b, 0) < figure_count)
