@@ -136,7 +136,7 @@ def cmd_synth_scene(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Render samples to PNG: one sample to OUT.png, or several into the folder OUT."""
-    from m3rcr.utils.files import atomic_path
+    from m3rcr.reports.figures import save_figure
 
     ds = _dataset(args)
     where = args.csv or Path(args.data) / args.split
@@ -167,9 +167,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         check_output(target, args.overwrite)
     for i, target in targets.items():
         sample = ds[i]
-        fig = ds.plot(sample, stretch=args.stretch)
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=args.dpi)
+        save_figure(ds.plot(sample, stretch=args.stretch), target, dpi=args.dpi)
         print(target)
     return 0
 
@@ -572,8 +570,7 @@ def _scene_preview(cloudy: str, out: str, bands: Sequence[int], png: str, *, mas
 
 def cmd_curves(args: argparse.Namespace) -> int:
     """Draw a run's training curves from its CSV log."""
-    from m3rcr.reports.figures import history_from_csv, training_curves
-    from m3rcr.utils.files import atomic_path
+    from m3rcr.reports.figures import history_from_csv, save_figure, training_curves
 
     log = Path(args.run) / "logs" / "csv" / "metrics.csv"
     if not log.is_file():
@@ -587,8 +584,7 @@ def cmd_curves(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: the curves are written as PNG; give a .png file name")
     out = check_output(args.out, args.overwrite) if args.out else Path(args.run) / "training_curves.png"
-    with atomic_path(out) as tmp:
-        training_curves(history).savefig(tmp, dpi=100)
+    save_figure(training_curves(history), out)
     print(f"{len(history)} epochs -> {out}")
     return 0
 

@@ -132,11 +132,8 @@ def _clipped(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return float(((values <= lo[:, None]) | (values >= hi[:, None])).any(axis=0).mean())
 
 
-def stretch_limits(panels: Sequence[tuple[Any, Any | None]] | Any, stretch: Stretch = "percentile") -> Limits:
-    """:func:`rgb_stretch_limits` of 4-band (B, G, R, NIR) images: ``panels`` are (image, cloud mask)
-    pairs, or one clear image."""
-    if not isinstance(panels, Sequence) or isinstance(panels, np.ndarray | torch.Tensor):
-        panels = [(panels, None)]
+def stretch_limits(panels: Sequence[tuple[Any, Any | None]], stretch: Stretch = "percentile") -> Limits:
+    """:func:`rgb_stretch_limits` of 4-band (B, G, R, NIR) images: ``panels`` are (image, cloud mask) pairs."""
     return rgb_stretch_limits([(_numpy(image)[list(RGB_BANDS)], mask) for image, mask in panels], stretch)
 
 

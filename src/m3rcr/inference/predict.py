@@ -132,9 +132,9 @@ def predict_scene(
         grid = optical.grid
         sar_layer = stack.enter_context(SarLayer(sar, grid, bands=sar_bands, units=sar_units,
                                                  resampling=sar_resampling)) if uses_sar else None
-        mask_layer = _open_mask(mask, grid, stack) if mask is not None else None
-        if mask_layer is not None:
-            stats.mask_covered_fraction = mask_layer.covered_fraction
+        mask_layer = None
+        if mask is not None:
+            mask_layer, stats.mask_covered_fraction = _open_mask(mask, grid, stack)
         tiles = TileGrid(grid.height, grid.width, tile, overlap)
         stats.tiles = len(tiles)
         stats.settings = dict(cloudy=str(cloudy), sar=str(sar) if sar and uses_sar else None,
@@ -240,7 +240,8 @@ def _own_spans(starts: Sequence[int], length: int) -> list[tuple[int, int]]:
     return [(0, end - start) for start, end in zip(starts, ends)]
 
 
-def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> Any:
+def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> tuple[Any, float]:
+    """The cloud mask warped onto ``grid``, and the share of the grid's bounding box it covers."""
     from m3rcr.data.scene import WarpedLayer, check_cloud_mask, open_raster, require_overlap
 
     src = stack.enter_context(open_raster(path, "cloud mask"))
@@ -251,8 +252,7 @@ def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> Any:
     layer = WarpedLayer(src, grid, (1,), resampling="nearest", dtype="float32", what="cloud mask",
                         use_source_nodata=False)
     stack.callback(layer.close)
-    layer.covered_fraction = covered
-    return layer
+    return layer, covered
 
 
 def _work_profile(optical: OpticalScene) -> dict[str, Any]:
