@@ -55,7 +55,7 @@ def make_scene(folder: Path, n: int) -> tuple[Path, Path]:
 def _child(args: argparse.Namespace) -> None:
     import torch
 
-    from m3rcr.inference import predict_scene
+    from m3rcr.inference import PredictOptions, predict_scene
     from m3rcr.models import create_model
 
     class Identity(torch.nn.Module):
@@ -66,8 +66,8 @@ def _child(args: argparse.Namespace) -> None:
     model = model.to(args.device).eval()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    stats = predict_scene(model, args.cloudy, args.out, args.sar, tile=args.tile, overlap=args.overlap,
-                          batch_size=args.batch_size, device=args.device, progress=False, overwrite=True)
+    options = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=args.device)
+    stats = predict_scene(model, args.cloudy, args.out, args.sar, options, progress=False, overwrite=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(dict(seconds=seconds, rss_before_mb=before / 1024, rss_peak_mb=peak / 1024,

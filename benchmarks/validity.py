@@ -77,7 +77,7 @@ def offsets_vs_truth(bench: Benchmark, seed: int) -> dict[str, float] | None:
     the true SAR displacement (both in optical pixels): least-squares gain and R^2 over images."""
     import torch
 
-    from m3rcr.data import M3RCRDataset
+    from m3rcr.data import M3RCRDataset, Sampling
     from m3rcr.models import load_model
 
     method = next(m for m in bench.config["methods"] if m["name"] == "Align-CR")
@@ -98,7 +98,7 @@ def offsets_vs_truth(bench: Benchmark, seed: int) -> dict[str, float] | None:
         lambda m, i, o, mod=mod: track(mod, i, o)) for mod in model.modules() if hasattr(mod, "conv_offset")]
     truth = {s["name"]: s for s in json.loads((bench.root / "synthetic.json").read_text())["samples"]
              if s["split"] == bench.split}
-    ds = M3RCRDataset(bench.root, bench.split, crop_size=bench.crop, crop="center")
+    ds = M3RCRDataset(bench.root, bench.split, sampling=Sampling(crop_size=bench.crop, crop="center"))
     pred, true = [], []
     with torch.no_grad():
         for i in range(len(ds)):

@@ -1,4 +1,5 @@
-"""Shared fixtures: the two real M3R-CR samples and small synthetic datasets."""
+"""Shared fixtures: the two real M3R-CR samples (skipped, with the reason, without ../shared) and small
+synthetic datasets."""
 
 from __future__ import annotations
 
@@ -7,28 +8,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from paths import REAL_SAMPLES, require_shared
 
 # pytest-xdist runs one worker per core: thread pools inside each worker would only oversubscribe the
 # cores (and inflate the CPU time that test_synthetic.test_speed measures).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("M3RCR_SHARED", PROJECT.parent / "shared"))
-REAL_SAMPLES = SHARED / "data" / "m3rcr-samples"
-
-
-def shared_file(path: Path) -> Path:
-    """A file of the shared facts folder, or skip the test: a clone without ../shared still passes."""
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared facts folder is not next to this clone (set M3RCR_SHARED)")
-    return path
-
 
 @pytest.fixture(scope="session")
 def real_root() -> Path:
     """The two real M3R-CR samples (one train, one test) in the official layout."""
-    shared_file(REAL_SAMPLES / "train.csv")
+    require_shared(REAL_SAMPLES / "train.csv")
     return REAL_SAMPLES
 
 

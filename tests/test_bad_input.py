@@ -12,7 +12,7 @@ import rasterio
 from affine import Affine
 
 from m3rcr.cli import main
-from m3rcr.data import M3RCRDataset
+from m3rcr.data import M3RCRDataset, Sampling
 from m3rcr.data.layout import list_split
 from m3rcr.errors import DataError, DataWarning
 
@@ -44,12 +44,13 @@ def _raises(root: Path, match: str, path: Path | str, **kwargs) -> DataError:
 
 def test_missing_file(real_copy: Path) -> None:
     f = _files(real_copy)
+    ds = M3RCRDataset(real_copy, "test")
     f.sar.unlink()
     with pytest.raises(DataError, match=rf"{re.escape(str(f.sar))}: missing sar file \(listed in .*test\.csv row 1\)"):
         M3RCRDataset(real_copy, "test")
-    # without the up-front check the read itself reports it
+    # a file that goes missing after the up-front check: the read itself reports it
     with pytest.raises(DataError, match="missing SAR image"):
-        M3RCRDataset(real_copy, "test", check_files=False)[0]
+        ds[0]
 
 
 def test_csv_row_with_wrong_column_count(real_copy: Path) -> None:
@@ -233,16 +234,17 @@ def test_unreadable_cloud_mask(real_copy: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("m3rcr.data.io.open", denied, raising=False)
     _raises(real_copy, "cannot be read \\(Permission denied\\)", f.cloudmask)
     monkeypatch.undo()
+    ds = M3RCRDataset(real_copy, "test")
     f.cloudmask.unlink()
     f.cloudmask.mkdir()  # a folder where the file should be
     with pytest.raises(DataError, match="missing cloud mask file"):
-        M3RCRDataset(real_copy, "test", check_files=False)[0]
+        ds[0]
 
 
 def test_bad_crop_sizes(real_root: Path, tmp_path: Path, capsys) -> None:
     for size in (0, -5, (160, 0)):
         with pytest.raises(ValueError, match="positive size"):
-            M3RCRDataset(real_root, "test", crop_size=size)
+            M3RCRDataset(real_root, "test", sampling=Sampling(crop_size=size))
     with pytest.raises(SystemExit) as exc:  # argparse names the flag
         main(["show", "--data", str(real_root), "--split", "test", "--crop", "0", "--out", str(tmp_path / "c.png")])
     assert exc.value.code == 2 and "argument --crop" in capsys.readouterr().err

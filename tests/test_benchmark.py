@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from paths import CONFIGS
+from paths import CONFIGS, REPO
 
 from m3rcr.benchmark import Benchmark, load_benchmark_config
 from m3rcr.cli import main
@@ -45,6 +45,7 @@ def tiny_demo(tmp_path: Path, synth_root: Path, methods: list[str] | None = None
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_tiny_benchmark_demo_end_to_end(synth_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench"
     assert main(["benchmark", "--config", str(tiny_demo(tmp_path, synth_root)), "--out", str(out)]) == 0
@@ -101,6 +102,8 @@ def test_killed_benchmark_resumes(synth_root: Path, tmp_path: Path, monkeypatch:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
     """Kill a real benchmark process during a training; the next run continues that training."""
     import os
@@ -121,7 +124,7 @@ def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "m3rcr", "benchmark", "--config", str(path), "--out", str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=REPO)
     state = out / "runs" / "align-cr" / "seed0" / "state" / "last.ckpt"
     deadline = time.time() + 240
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -137,6 +140,7 @@ def test_killed_training_is_continued(synth_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_changed_inputs_are_redone_and_never_mixed(synth_root: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_benchmark_config(tiny_demo(tmp_path, synth_root, methods=["Cloudy", "DSen2-CR"]))
@@ -178,6 +182,7 @@ def test_benchmark_config_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_seeds_give_mean_and_spread_in_every_table(synth_root: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """Two seeds per method: one run and one evaluation per seed, the tables print mean ± std of the runs,

@@ -21,7 +21,7 @@ from rasterio.warp import transform as warp_points
 from rasterio.windows import Window
 
 from m3rcr.cli import main
-from m3rcr.data import M3RCRDataset
+from m3rcr.data import M3RCRDataset, Sampling
 from m3rcr.data.build import (
     BuildOptions,
     SceneSet,
@@ -32,7 +32,7 @@ from m3rcr.data.build import (
     lowres_pixels,
     stride_step,
 )
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.errors import DataError
 
 TILE = 100  # 100 px at 3 m = 30 px at 10 m: small tiles keep the scenes (and the tests) small
@@ -83,8 +83,7 @@ def built_bilinear(scene_a: dict[str, Path], tmp_path_factory: pytest.TempPathFa
 
 
 def native(root: Path, split: str = "train", **kwargs) -> M3RCRDataset:
-    return M3RCRDataset(root, split, sar_mode="native", landcover_mode="native", optical_size=None, sar_size=None,
-                        **kwargs)
+    return M3RCRDataset(root, split, sar_mode="native", landcover_mode="native", **kwargs, official_sizes=False)
 
 
 def tiles_of(root: Path) -> list[dict]:
@@ -128,7 +127,7 @@ def test_lowres_size_and_stride_rule() -> None:
 
 
 def test_tiles_match_the_sources_pixel_for_pixel(built_nearest: Path, scene_a: dict[str, Path]) -> None:
-    ds = native(built_nearest, check_files=True)
+    ds = native(built_nearest)  # the dataset checks every file exists when it is built
     records = tiles_of(built_nearest)
     assert len(ds) == len(records) == 6 * 9  # every tile of the 600x900 scene
     with rasterio.open(scene_a["cloudy"]) as src:
@@ -426,7 +425,7 @@ def test_manifest_split_by_aoi_and_csvs(scene_a, scene_b, tmp_path: Path) -> Non
         listed = {p for row in rows for p in row}
         on_disk = {str(p.relative_to(out / split)) for p in (out / split).rglob("*") if p.is_file()}
         assert listed == on_disk
-        ds = M3RCRDataset(out, split, optical_size=None, sar_size=None, check_files=True)
+        ds = M3RCRDataset(out, split, official_sizes=False)
         assert sorted(ds.names) == sorted(n for n, s in per_tile.items() if s == split)
         for i in range(len(ds)):
             item = ds[i]
@@ -617,7 +616,7 @@ def test_a_built_dataset_trains_a_model(built_nearest: Path) -> None:
 
     from m3rcr.models import create_model
 
-    ds = M3RCRDataset(built_nearest, "train", optical_size=None, sar_size=None, crop_size=TILE)
+    ds = M3RCRDataset(built_nearest, "train", sampling=Sampling(crop_size=TILE), official_sizes=False)
     batch = next(iter(DataLoader(ds, batch_size=2)))
     torch.manual_seed(0)
     model = create_model("dsen2cr", features=8, blocks=2)
@@ -625,7 +624,9 @@ def test_a_built_dataset_trains_a_model(built_nearest: Path) -> None:
     assert out.shape == batch["cloudfree"].shape and torch.isfinite(out).all()
     loss = (out - batch["cloudfree"]).abs().mean()
     loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
 
 
 @pytest.mark.parametrize("mask", ["cloudmask", "udm"])

@@ -14,7 +14,7 @@ from m3rcr.cli import build_parser, main
 
 def test_help_for_every_subcommand(capsys) -> None:
     parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001
+    commands = parser._subparsers._group_actions[0].choices
     assert {"synth", "show", "info"} <= set(commands)
     for name in [None, *commands]:
         with pytest.raises(SystemExit) as exc:

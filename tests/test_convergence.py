@@ -12,10 +12,11 @@ import pytest
 import torch
 from tiny_models import TINY
 
-from m3rcr.data import M3RCRDataset
+from m3rcr.data import M3RCRDataset, Sampling
 from m3rcr.models import create_model, list_models
 from m3rcr.training.config import load_config
-from m3rcr.training.module import CloudRemovalModule, GANModule, lr_factor
+from m3rcr.training.module import CloudRemovalModule, GANModule
+from m3rcr.training.settings import Component, GANConfig, OptimConfig, ScheduleConfig
 
 #: the models whose output is the cloudy input plus a learned residual
 LONG_SKIP = ("aligncr", "aligncr_wo_align", "aligncr_wo_sar", "dsen2cr", "glfcr")
@@ -34,7 +35,7 @@ OVERFIT["aligncr_wo_sar"] = OVERFIT["aligncr_wo_align"] = OVERFIT["aligncr"]
 @pytest.fixture(scope="module")
 def tile(synth_root: Path) -> dict[str, torch.Tensor]:
     """A 32 x 32 crop of one cloudy synthetic training tile (about half of it cloudy)."""
-    ds = M3RCRDataset(synth_root, "train", crop_size=None)
+    ds = M3RCRDataset(synth_root, "train", sampling=Sampling(crop_size=None))
     best = min(range(len(ds)), key=lambda i: abs(float(ds[i]["cloud_cover"]) - 0.5))
     s = ds[best]
     mask = s["cloudmask"].numpy()
@@ -47,6 +48,7 @@ def tile(synth_root: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.slow
 def test_every_model_overfits_one_tile(name: str, tile: dict[str, torch.Tensor]) -> None:
     assert set(TINY) == set(list_models())
     torch.manual_seed(0)
@@ -124,7 +126,7 @@ def test_learning_rates_follow_the_schedule(synth_root: Path, tmp_path: Path) ->
         rows = [r for r in csv.DictReader(fh) if r.get("lr-Adam/network")]
     net = [float(r["lr-Adam/network"]) for r in rows]
     align = [float(r["lr-Adam/align"]) for r in rows]
-    expected = [0.004 * lr_factor(e, "step", 2, 1, 0.25) for e in range(4)]
+    expected = [0.004 * ScheduleConfig("step", 2, 1, 0.25).factor(e) for e in range(4)]
     assert net == pytest.approx(expected) and align == pytest.approx([v / 10 for v in expected])
     assert expected == pytest.approx([0.004, 0.004, 0.001, 0.00025])
 
@@ -135,19 +137,20 @@ def test_learning_rates_follow_the_schedule(synth_root: Path, tmp_path: Path) ->
     ("constant", {}, [1] * 6),
 ])
 def test_schedule_factors(kind: str, kwargs: dict, expected: list[float]) -> None:
-    assert [lr_factor(e, kind, **kwargs) for e in range(6)] == pytest.approx(expected)
+    assert [ScheduleConfig(kind, **kwargs).factor(e) for e in range(6)] == pytest.approx(expected)
 
 
 def test_gan_optimisers_follow_their_schedule() -> None:
-    module = GANModule(model="mcgan", model_config=TINY["mcgan"], discriminator_config={"base_channels": 4},
-                       lr=2e-4, d_lr=1e-4, schedule={"kind": "linear", "constant_epochs": 1, "decay_epochs": 1})
+    module = GANModule(Component("mcgan", TINY["mcgan"]), Component("l1"),
+                       GANConfig("two_stream", {"base_channels": 4}, d_lr=1e-4), OptimConfig(lr=2e-4),
+                       ScheduleConfig("linear", constant_epochs=1, decay_epochs=1))
     (opt_g, opt_d), scheds = module.configure_optimizers()
     assert [g["lr"] for g in opt_g.param_groups] == [2e-4] and [g["lr"] for g in opt_d.param_groups] == [1e-4]
     for s in scheds:
         s.step()
         s.step()
     assert opt_g.param_groups[0]["lr"] == pytest.approx(0.0) and opt_d.param_groups[0]["lr"] == pytest.approx(0.0)
-    cr = CloudRemovalModule(model="dsen2cr", model_config=TINY["dsen2cr"], lr=3e-4, align_lr=1e-9)
+    cr = CloudRemovalModule(Component("dsen2cr", TINY["dsen2cr"]), Component("l1"), OptimConfig(lr=3e-4, align_lr=1e-9))
     groups = cr.configure_optimizers()["optimizer"].param_groups
     assert [g["name"] for g in groups] == ["network"]  # no alignment blocks: align_lr is unused
 
@@ -155,8 +158,8 @@ def test_gan_optimisers_follow_their_schedule() -> None:
 def test_training_crops_and_augmentation_are_as_configured(synth_root: Path) -> None:
     """Random crops of crop_size cover the whole tile over draws, every one of the 8 flips / quarter
     turns occurs, each modality gets the same transform, and evaluation crops are centred."""
-    ds = M3RCRDataset(synth_root, "train", crop_size=48, crop="random", augment=True, seed=3)
-    full = M3RCRDataset(synth_root, "train", crop_size=None)[0]
+    ds = M3RCRDataset(synth_root, "train", sampling=Sampling(crop_size=48, crop="random", augment=True, seed=3))
+    full = M3RCRDataset(synth_root, "train", sampling=Sampling(crop_size=None))[0]
     origins, transforms = set(), set()
     ref = full["cloudfree"].numpy()
     for epoch in range(40):
@@ -190,6 +193,6 @@ def test_training_crops_and_augmentation_are_as_configured(synth_root: Path) -> 
     assert len(transforms) == 8 and len(origins) > 30
     rows = [o[0] for o in origins]
     assert min(rows) < 40 and max(rows) > 300 - 48 - 40  # crops reach both edges
-    centre = M3RCRDataset(synth_root, "train", crop_size=160, crop="center")[0]
+    centre = M3RCRDataset(synth_root, "train", sampling=Sampling(crop_size=160, crop="center"))[0]
     assert np.array_equal(centre["cloudfree"].numpy(), ref[:, 70:230, 70:230])
     assert math.isclose(float(centre["cloud_cover"]), float(full["cloudmask"][70:230, 70:230].mean()), rel_tol=1e-6)

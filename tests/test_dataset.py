@@ -10,7 +10,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from m3rcr.data import M3RCRDataset, tensor_to_affine
+from m3rcr.data import M3RCRDataset, Sampling, tensor_to_affine
 
 
 def test_sample_keys_types_and_shapes(real_root: Path) -> None:
@@ -28,7 +28,7 @@ def test_sample_keys_types_and_shapes(real_root: Path) -> None:
 @pytest.mark.parametrize("mode", ["nearest", "geo", "native"])
 def test_centre_crop_in_every_mode(real_root: Path, mode: str) -> None:
     full = M3RCRDataset(real_root, "train", sar_mode=mode)[0]
-    crop = M3RCRDataset(real_root, "train", sar_mode=mode, crop_size=160)[0]
+    crop = M3RCRDataset(real_root, "train", sar_mode=mode, sampling=Sampling(crop_size=160))[0]
     assert torch.equal(crop["cloudy"], full["cloudy"][:, 70:230, 70:230])
     assert torch.equal(crop["cloudmask"], full["cloudmask"][70:230, 70:230])
     if mode == "native":
@@ -50,7 +50,7 @@ def test_centre_crop_in_every_mode(real_root: Path, mode: str) -> None:
 
 
 def test_native_random_crops_cover_the_same_ground(real_root: Path) -> None:
-    ds = M3RCRDataset(real_root, "train", sar_mode="native", crop_size=160, crop="random", seed=3)
+    ds = M3RCRDataset(real_root, "train", sar_mode="native", sampling=Sampling(crop_size=160, crop="random", seed=3))
     full = M3RCRDataset(real_root, "train", sar_mode="native")[0]
     starts = set()
     for epoch in range(12):
@@ -71,16 +71,16 @@ def test_native_random_crops_cover_the_same_ground(real_root: Path) -> None:
 
 def test_native_crop_size_must_fit_both_grids(real_root: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 10 optical pixels"):
-        M3RCRDataset(real_root, "train", sar_mode="native", crop_size=64)[0]
+        M3RCRDataset(real_root, "train", sar_mode="native", sampling=Sampling(crop_size=64))[0]
     # nearest mode has no such constraint
-    assert M3RCRDataset(real_root, "train", crop_size=64)[0]["sar"].shape == (2, 64, 64)
+    assert M3RCRDataset(real_root, "train", sampling=Sampling(crop_size=64))[0]["sar"].shape == (2, 64, 64)
 
 
 @pytest.mark.parametrize("mode", ["geo", "native", "nearest"])
 def test_augmentation_is_identical_for_every_modality(real_root: Path, mode: str) -> None:
     """Every pixel of an augmented crop, located by its transform, holds the unaugmented tile's value there."""
     full = M3RCRDataset(real_root, "train", sar_mode=mode)[0]
-    ds = M3RCRDataset(real_root, "train", sar_mode=mode, crop_size=160, crop="random", augment=True, seed=0)
+    ds = M3RCRDataset(real_root, "train", sar_mode=mode, sampling=Sampling(crop_size=160, crop="random", augment=True, seed=0))
     rng = np.random.default_rng(0)
     seen = set()
     for epoch in range(16):
@@ -101,18 +101,18 @@ def test_augmentation_is_identical_for_every_modality(real_root: Path, mode: str
 
 
 def test_seeded_crops_are_reproducible(real_root: Path) -> None:
-    a = M3RCRDataset(real_root, "train", crop_size=96, crop="random", augment=True, seed=5)
-    b = M3RCRDataset(real_root, "train", crop_size=96, crop="random", augment=True, seed=5)
+    a = M3RCRDataset(real_root, "train", sampling=Sampling(crop_size=96, crop="random", augment=True, seed=5))
+    b = M3RCRDataset(real_root, "train", sampling=Sampling(crop_size=96, crop="random", augment=True, seed=5))
     assert torch.equal(a[0]["cloudy"], b[0]["cloudy"]) and torch.equal(a[0]["transform"], b[0]["transform"])
     torch.manual_seed(0)
-    u = M3RCRDataset(real_root, "train", crop_size=96, crop="random")
+    u = M3RCRDataset(real_root, "train", sampling=Sampling(crop_size=96, crop="random"))
     first = u[0]["transform"]
     torch.manual_seed(0)
     assert torch.equal(u[0]["transform"], first)
 
 
 def test_batches_collate(synth_root: Path) -> None:
-    ds = M3RCRDataset(synth_root, "train", crop_size=64, crop="random", augment=True, seed=0)
+    ds = M3RCRDataset(synth_root, "train", sampling=Sampling(crop_size=64, crop="random", augment=True, seed=0))
     batch = next(iter(DataLoader(ds, batch_size=4)))
     assert batch["cloudy"].shape == (4, 4, 64, 64) and batch["sar"].shape == (4, 2, 64, 64)
     assert batch["landcover"].shape == (4, 64, 64) and batch["transform"].shape == (4, 6)
@@ -155,7 +155,7 @@ def test_plot_returns_a_figure(real_root: Path, tmp_path: Path) -> None:
 
 def test_data_parallel_ranks_draw_different_crops(real_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ranks share the main generator's seed; their random crops must still differ."""
-    ds = M3RCRDataset(real_root, "train", crop_size=64, crop="random", augment=True)
+    ds = M3RCRDataset(real_root, "train", sampling=Sampling(crop_size=64, crop="random", augment=True))
     draws = {}
     for rank in (0, 1):
         monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)

@@ -15,10 +15,10 @@ from tiny_models import TINY
 from m3rcr.cli import build_parser, main
 from m3rcr.data import M3RCRDataset
 from m3rcr.data.preprocess import CLOUD_COVER_BINS
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
-from m3rcr.evaluation import semantic
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.models import create_model, save_checkpoint
-from m3rcr.reports import figures
+from m3rcr.reports import figures, scene_preview, semantic
+from m3rcr.training.curves import training_curves
 
 # the resolution figures are saved at (100 where the code names none)
 DPI = getattr(figures, "DPI", 100)
@@ -120,7 +120,8 @@ def _preview(scene: dict[str, Any], ckpt: Path, folder: Path, monkeypatch: pytes
         drawn.append(original(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(figures, "scene_before_after", capture)
+    # where predict's preview draws (reports.scene_preview imported the function by name)
+    monkeypatch.setattr(scene_preview, "scene_before_after", capture)
     folder.mkdir()
     png = folder / "preview.png"
     argv = ["predict", "--cloudy", str(scene["cloudy"]), "--sar", str(scene["sar"]), "--sar-units", "linear",
@@ -240,7 +241,7 @@ def _figures() -> dict[str, Any]:
         "fig_semantic_gap": semantic.semantic_gap(_semantic_results()),
         "fig_landcover_maps": semantic.landcover_maps(seg_samples),
         "before_after": figures.scene_before_after(before, after),
-        "training_curves": figures.training_curves(history),
+        "training_curves": training_curves(history),
         "show": plot_sample(ds_sample, prediction=samples[0]["cloudfree"]),
     }
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from m3rcr.training.losses import create_loss
+from m3rcr.training.losses import LOSSES
+from m3rcr.training.settings import ScheduleConfig
 
 
 def test_cloud_weighted_charbonnier_by_hand() -> None:
-    loss = create_loss("cloud_charbonnier")  # w = 5, eps = 1e-3, alpha = 0.45
+    loss = LOSSES.build("cloud_charbonnier")  # w = 5, eps = 1e-3, alpha = 0.45
     pred = torch.zeros(1, 1, 1, 2)
     target = torch.tensor([[[[0.5, 0.0]]]])
     mask = torch.tensor([[[1.0, 0.0]]])
@@ -20,13 +21,13 @@ def test_cloud_weighted_charbonnier_by_hand() -> None:
 
 
 def test_per_sample_mean_then_batch_mean() -> None:
-    l1 = create_loss("l1")
+    l1 = LOSSES.build("l1")
     pred = torch.zeros(2, 1, 2, 2)
     target = torch.zeros(2, 1, 2, 2)
     target[0] = 1.0  # sample 0: error 1 everywhere; sample 1: none
     assert l1(pred, target).item() == pytest.approx(0.5)
-    assert create_loss("l2")(pred, 2 * target).item() == pytest.approx(2.0)
-    weighted = create_loss("cloud_charbonnier", weight=1.0, eps=0.0, alpha=0.5)  # = (1 + M) |e|
+    assert LOSSES.build("l2")(pred, 2 * target).item() == pytest.approx(2.0)
+    weighted = LOSSES.build("cloud_charbonnier", weight=1.0, eps=0.0, alpha=0.5)  # = (1 + M) |e|
     mask = torch.zeros(2, 2, 2)
     mask[0, 0, 0] = 1
     assert weighted(pred, target, mask).item() == pytest.approx(((4 + 1) / 4 + 0) / 2)
@@ -34,11 +35,11 @@ def test_per_sample_mean_then_batch_mean() -> None:
 
 def test_unknown_loss() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
-        create_loss("ssim")
+        LOSSES.build("ssim")
 
 
 def test_carl_by_hand() -> None:
-    loss = create_loss("carl")  # mean[(1-M)|P-I| + M|P-T|] + 1.0 * mean|P-T|
+    loss = LOSSES.build("carl")  # mean[(1-M)|P-I| + M|P-T|] + 1.0 * mean|P-T|
     pred = torch.tensor([[[[0.5, 0.2]]]])
     target = torch.tensor([[[[0.1, 0.2]]]])
     cloudy = torch.tensor([[[[0.9, 0.6]]]])
@@ -56,7 +57,7 @@ def test_adversarial_terms_by_hand() -> None:
     from m3rcr.training.module import attention_loss, discriminator_loss, generator_loss
 
     real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 3.0])
-    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    softplus = lambda x: math.log1p(math.exp(x))
     # the softplus forms McGAN writes: softplus(-D(real)) and softplus(D(fake))
     assert adversarial_loss(real, True).item() == pytest.approx((softplus(-2) + softplus(0)) / 2)
     assert adversarial_loss(fake, False).item() == pytest.approx((softplus(-1) + softplus(3)) / 2)
@@ -71,11 +72,9 @@ def test_adversarial_terms_by_hand() -> None:
 
 
 def test_linear_schedule_is_pix2pix_and_never_negative() -> None:
-    from m3rcr.training.module import lr_factor
-
-    f = [lr_factor(e, "linear", constant_epochs=15, decay_epochs=15) for e in range(40)]
+    f = [ScheduleConfig("linear", constant_epochs=15, decay_epochs=15).factor(e) for e in range(40)]
     assert f[:15] == [1.0] * 15 and f[15] == pytest.approx(1 - 1 / 16) and f[29] == pytest.approx(1 / 16)
     assert f[30:] == [0.0] * 10
-    assert [lr_factor(e, "constant") for e in (0, 50)] == [1.0, 1.0]
+    assert [ScheduleConfig("constant").factor(e) for e in (0, 50)] == [1.0, 1.0]
     with pytest.raises(ValueError, match="decay_epochs >= 1"):
-        lr_factor(0, "linear", constant_epochs=10, decay_epochs=0)
+        ScheduleConfig("linear", constant_epochs=10, decay_epochs=0)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED, shared_file
+from paths import SHARED, require_shared
+from reference_figures import reference
 
 from m3rcr.cli import main
 from m3rcr.errors import DataError
@@ -26,7 +27,7 @@ TINY = dict(features=16, growth=8, convs_per_block=2, blocks=2, num_heads=2, win
 
 @pytest.fixture(scope="module")
 def golden() -> dict:
-    return torch.load(shared_file(GOLDEN), weights_only=True)
+    return torch.load(require_shared(GOLDEN), weights_only=True)
 
 
 def _authors_file(golden: dict, path: Path) -> Path:
@@ -58,7 +59,7 @@ def test_bare_state_dict_converts_too(golden: dict) -> None:
 
 def test_every_official_key_maps_onto_the_default_model() -> None:
     """The authors' 921 state-dict entries (default configuration) fill our default model exactly."""
-    rows = [line.split("\t") for line in shared_file(KEYS_TSV).read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in require_shared(KEYS_TSV).read_text().splitlines()[1:]]
     assert len(rows) == 921
     state = {k: torch.zeros([int(s) for s in shape.split("x")]) for k, shape, *_ in rows}
     name, config, ours = convert_state_dict(state)
@@ -73,12 +74,12 @@ def test_every_official_key_maps_onto_the_default_model() -> None:
 
 def test_default_configuration_size() -> None:
     model = create_model("aligncr").eval()
-    assert count_parameters(model) == 45_528_532
+    assert count_parameters(model) == reference("aligncr", "parameters")
     align = sum(p.numel() for n, p in model.named_parameters() if ".align." in n)
-    assert align == 29_168_064
+    assert align == reference("aligncr", "align_parameters")
     # every operation scales with the number of pixels, so MACs at 160 px = 25 x MACs at 32 px
     macs = 25 * count_macs(model, torch.rand(1, 4, 32, 32), torch.rand(1, 2, 32, 32))
-    assert macs == pytest.approx(183.0e9, rel=2e-4)
+    assert macs / 1e9 == reference("aligncr", "macs_160")
 
 
 @pytest.mark.parametrize("shape", [(1, 50, 70), (2, 300, 300), (1, 64, 48), (1, 17, 5)])
@@ -273,7 +274,7 @@ def test_macs_follow_the_padded_size() -> None:
 
 
 def _official_rows() -> list[list[str]]:
-    return [line.split("\t") for line in shared_file(KEYS_TSV).read_text().splitlines()[1:]]
+    return [line.split("\t") for line in require_shared(KEYS_TSV).read_text().splitlines()[1:]]
 
 
 @pytest.mark.parametrize("ablation", ["aligncr_wo_sar", "aligncr_wo_align"])

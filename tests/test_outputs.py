@@ -12,11 +12,11 @@ from tiny_models import TINY
 
 from m3rcr.benchmark import STATE_FILE, prepare_out
 from m3rcr.cli import main
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
-from m3rcr.evaluation.evaluate import compare
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.models import create_model, save_checkpoint
 from m3rcr.utils.files import OutputExistsError, check_output
 from m3rcr.utils.text import percent
+from m3rcr.workflows import compare
 
 
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
@@ -370,6 +370,7 @@ def test_pictures_and_masks_of_the_wrong_kind(synth_root: Path, scene_and_model:
     assert f"{blocker}: is a file, so it cannot hold" in _err(capsys)
 
 
+@pytest.mark.multiprocess
 def test_a_data_error_in_a_loader_worker_stays_one_clear_line() -> None:
     from torch.utils.data import DataLoader, Dataset
 

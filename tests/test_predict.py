@@ -18,10 +18,10 @@ from tiny_models import TINY
 from m3rcr.cli import main
 from m3rcr.data.preprocess import normalize_sar
 from m3rcr.data.scene import OpticalScene, SarLayer, grid_of
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.errors import DataError
-from m3rcr.inference import predict_scene
-from m3rcr.inference.tiling import Blender, TileGrid, blend_ramp, tile_starts
+from m3rcr.inference import PredictOptions, predict_scene
+from m3rcr.inference.tiling import Blender, PredictionGrid, blend_ramp, tile_starts
 from m3rcr.models import create_model, list_models, save_checkpoint
 
 
@@ -86,8 +86,8 @@ def _sar_lookup(sar_path: Path, optical_path: Path, rows: np.ndarray, cols: np.n
 @pytest.fixture(scope="module")
 def identity_run(scene: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("pred") / "identity.tif"
-    stats = predict_scene(Identity(), scene["cloudy"], out, scene["sar"], tile=256, overlap=32, batch_size=3,
-                          progress=False)
+    stats = predict_scene(Identity(), scene["cloudy"], out, scene["sar"],
+                          PredictOptions(tile=256, overlap=32, batch_size=3), progress=False)
     return out, stats
 
 
@@ -121,7 +121,7 @@ def test_blend_ramp_is_smooth_and_positive() -> None:
 
 
 def test_blender_writes_every_cell_once_with_the_weighted_mean() -> None:
-    grid = TileGrid(700, 530, 128, 40)
+    grid = PredictionGrid(700, 530, 128, 40)
     rng = np.random.default_rng(0)
     written = np.zeros((700, 530), int)
     result = np.zeros((700, 530))
@@ -185,8 +185,8 @@ def test_nodata_and_sar_footprint(scene: dict[str, Path], identity_run: tuple[Pa
 
 def test_constant_offset_everywhere_no_seams(scene: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "plus.tif"
-    predict_scene(AddConstant(0.0125), scene["cloudy"], out, scene["sar"], tile=200, overlap=48, batch_size=5,
-                  progress=False)
+    predict_scene(AddConstant(0.0125), scene["cloudy"], out, scene["sar"],
+                  PredictOptions(tile=200, overlap=48, batch_size=5), progress=False)
     pred, _ = _read(out)
     cloudy, _ = _read(scene["cloudy"])
     valid = (pred != 0).all(axis=0)
@@ -196,8 +196,8 @@ def test_constant_offset_everywhere_no_seams(scene: dict[str, Path], tmp_path: P
 
 def test_sar_reaches_the_model_on_the_optical_grid(small_scene: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "echo.tif"
-    predict_scene(SarEcho(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=96,
-                  overlap=24, progress=False)
+    predict_scene(SarEcho(), small_scene["cloudy"], out, small_scene["sar"],
+                  PredictOptions(sar_units="linear", tile=96, overlap=24), progress=False)
     pred, _ = _read(out)
     rows, cols = np.meshgrid(np.arange(300), np.arange(360), indexing="ij")
     linear = _sar_lookup(small_scene["sar"], small_scene["cloudy"], rows.ravel(), cols.ravel())
@@ -238,8 +238,8 @@ def test_band_selection_and_input_band_order(small_scene: dict[str, Path], tmp_p
     s2[:, cloudy[0] == 0] = 0
     path = _write_like(tmp_path / "s2.tif", s2, small_scene["cloudy"])
     out = tmp_path / "s2_pred.tif"
-    predict_scene(Identity(), path, out, small_scene["sar"], bands="2,3,4,8", sar_units="linear", tile=128,
-                  progress=False)
+    predict_scene(Identity(), path, out, small_scene["sar"],
+                  PredictOptions(bands="2,3,4,8", sar_units="linear", tile=128), progress=False)
     pred, _ = _read(out)
     ok = (pred != 0).all(axis=0)
     assert np.array_equal(pred[:, ok], cloudy[:, ok])
@@ -252,8 +252,8 @@ def test_band_selection_and_input_band_order(small_scene: dict[str, Path], tmp_p
             return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:]], dim=1)
 
     out = tmp_path / "rgbn_pred.tif"
-    predict_scene(ZeroBlue(), path, out, small_scene["sar"], bands=[3, 2, 1, 4], sar_units="linear", tile=128,
-                  progress=False)
+    predict_scene(ZeroBlue(), path, out, small_scene["sar"],
+                  PredictOptions(bands=[3, 2, 1, 4], sar_units="linear", tile=128), progress=False)
     pred, _ = _read(out)
     ok = (pred != 0).any(axis=0)
     assert (pred[2][ok] == 1).all()  # blue (file band 3) predicted 0, moved off the no-data value
@@ -266,8 +266,8 @@ def test_float_reflectance_with_nan_nodata(small_scene: dict[str, Path], tmp_pat
     refl[:, 10:40, 20:90] = np.nan
     path = _write_like(tmp_path / "float.tif", refl, small_scene["cloudy"], nodata=np.nan)
     out = tmp_path / "float_pred.tif"
-    predict_scene(Identity(), path, out, small_scene["sar"], scale=1.0, sar_units="linear", tile=128,
-                  progress=False)
+    predict_scene(Identity(), path, out, small_scene["sar"],
+                  PredictOptions(scale=1.0, sar_units="linear", tile=128), progress=False)
     pred, prof = _read(out)
     assert prof["dtype"] == "float32" and np.isnan(prof["nodata"])
     assert np.isnan(pred[:, 10:40, 20:90]).all()
@@ -277,8 +277,8 @@ def test_float_reflectance_with_nan_nodata(small_scene: dict[str, Path], tmp_pat
 
 def test_cloud_mask_limits_the_replacement(small_scene: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "masked.tif"
-    predict_scene(AddConstant(0.01), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear",
-                  mask=small_scene["cloudmask"], tile=128, progress=False)
+    predict_scene(AddConstant(0.01), small_scene["cloudy"], out, small_scene["sar"],
+                  PredictOptions(sar_units="linear", mask=small_scene["cloudmask"], tile=128), progress=False)
     pred, _ = _read(out)
     cloudy, _ = _read(small_scene["cloudy"])
     mask, _ = _read(small_scene["cloudmask"])
@@ -314,8 +314,8 @@ def test_peak_memory_does_not_grow_with_the_scene(tmp_path: Path) -> None:
     for cloudy, sar in (small, big):
         tracemalloc.start()
         try:
-            predict_scene(Identity(), cloudy, tmp_path / f"out_{cloudy.stem}.tif", sar, tile=256, overlap=32,
-                          progress=False)
+            predict_scene(Identity(), cloudy, tmp_path / f"out_{cloudy.stem}.tif", sar,
+                          PredictOptions(tile=256, overlap=32), progress=False)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
@@ -328,9 +328,11 @@ def test_peak_memory_does_not_grow_with_the_scene(tmp_path: Path) -> None:
 def test_errors_name_the_file_and_leave_nothing(small_scene: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out" / "pred.tif"
     with pytest.raises(DataError, match=r"band\(s\) 5 do not exist"):
-        predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], bands="2,3,4,5", progress=False)
+        predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], PredictOptions(bands="2,3,4,5"),
+                      progress=False)
     with pytest.raises(DataError, match="--sar-bands 1,1 names a band twice"):
-        predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], sar_bands="1,1", progress=False)
+        predict_scene(Identity(), small_scene["cloudy"], out, small_scene["sar"], PredictOptions(sar_bands="1,1"),
+                      progress=False)
     # SAR somewhere else on Earth
     far = tmp_path / "far.tif"
     with rasterio.open(small_scene["sar"]) as s:
@@ -366,8 +368,8 @@ def test_errors_name_the_file_and_leave_nothing(small_scene: dict[str, Path], tm
             return x
 
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict_scene(Broken(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=64,
-                      batch_size=1, progress=False)
+        predict_scene(Broken(), small_scene["cloudy"], out, small_scene["sar"],
+                      PredictOptions(sar_units="linear", tile=64, batch_size=1), progress=False)
     assert not out.parent.exists() or not any(out.parent.iterdir())  # no output, no temporary file
     out.parent.mkdir(exist_ok=True)
     out.write_bytes(b"keep me")
@@ -425,7 +427,7 @@ def test_grid_of_matches_the_file(small_scene: dict[str, Path]) -> None:
 # --------------------------------------------------------------------------- review findings
 def test_blended_tiles_have_no_seams(small_scene: dict[str, Path], tmp_path: Path) -> None:
     """Tiles that disagree (a checkerboard of two values) must meet smoothly, not with a step."""
-    grid = TileGrid(300, 360, 96, 32)
+    grid = PredictionGrid(300, 360, 96, 32)
     positions = [(t.row, t.col) for t in grid]
 
     class Checkerboard(torch.nn.Module):
@@ -440,8 +442,8 @@ def test_blended_tiles_have_no_seams(small_scene: dict[str, Path], tmp_path: Pat
             return out
 
     out = tmp_path / "checker.tif"
-    predict_scene(Checkerboard(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=96,
-                  overlap=32, batch_size=4, progress=False)
+    predict_scene(Checkerboard(), small_scene["cloudy"], out, small_scene["sar"],
+                  PredictOptions(sar_units="linear", tile=96, overlap=32, batch_size=4), progress=False)
     assert Checkerboard.calls == len(grid)  # every tile ran, in raster order
     pred, _ = _read(out)
     band = pred[0].astype(float)
@@ -458,8 +460,8 @@ def test_gdal_block_cache_is_capped_during_prediction(small_scene: dict[str, Pat
             seen.append(rasterio.env.getenv().get("GDAL_CACHEMAX"))
             return cloudy
 
-    predict_scene(Probe(), small_scene["cloudy"], tmp_path / "o.tif", small_scene["sar"], sar_units="linear",
-                  progress=False)
+    predict_scene(Probe(), small_scene["cloudy"], tmp_path / "o.tif", small_scene["sar"],
+                  PredictOptions(sar_units="linear"), progress=False)
     assert seen and all(v is not None and int(v) <= 64 * 2**20 for v in seen), seen
 
 
@@ -470,8 +472,8 @@ def test_mask_declaring_nodata_zero_and_clear_pixels_kept_exactly(small_scene: d
     out = tmp_path / "m.tif"
     # an offset that puts dark input pixels below reflectance 0 (by less than the -0.05 that the optical
     # check refuses): clear pixels must still come back exactly
-    predict_scene(AddConstant(0.01), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear",
-                  mask=mask_nd, offset=-400.0, tile=128, progress=False)
+    predict_scene(AddConstant(0.01), small_scene["cloudy"], out, small_scene["sar"],
+                  PredictOptions(sar_units="linear", mask=mask_nd, offset=-400.0, tile=128), progress=False)
     pred, _ = _read(out)
     cloudy, _ = _read(small_scene["cloudy"])
     ok = (pred != 0).all(axis=0)
@@ -489,8 +491,8 @@ def test_zero_linear_power_is_outside_the_footprint(small_scene: dict[str, Path]
     sar = tmp_path / "blackfill.tif"
     with rasterio.open(sar, "w", **profile) as dst:
         dst.write(data)
-    stats = predict_scene(Identity(), small_scene["cloudy"], tmp_path / "o.tif", sar, sar_units="linear",
-                          progress=False)
+    stats = predict_scene(Identity(), small_scene["cloudy"], tmp_path / "o.tif", sar,
+                          PredictOptions(sar_units="linear"), progress=False)
     assert 0.3 < stats.valid_fraction < 0.7
 
 
@@ -502,8 +504,8 @@ def test_non_finite_model_output_becomes_nodata(small_scene: dict[str, Path], tm
             return y
 
     out = tmp_path / "o.tif"
-    stats = predict_scene(Holes(), small_scene["cloudy"], out, small_scene["sar"], sar_units="linear", tile=128,
-                          overlap=32, progress=False)
+    stats = predict_scene(Holes(), small_scene["cloudy"], out, small_scene["sar"],
+                          PredictOptions(sar_units="linear", tile=128, overlap=32), progress=False)
     pred, _ = _read(out)
     assert stats.nonfinite_tiles == stats.tiles_run
     assert (pred[:, :8, :8] == 0).all()  # covered by one tile only: no-data

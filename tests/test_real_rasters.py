@@ -21,10 +21,10 @@ from tiny_models import TINY
 from m3rcr.cli import main
 from m3rcr.data import M3RCRDataset
 from m3rcr.data.layout import list_split
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.errors import DataError
 from m3rcr.evaluation.scene import score_scene
-from m3rcr.inference import predict_scene
+from m3rcr.inference import PredictOptions, predict_scene
 from m3rcr.models import create_model, save_checkpoint
 
 CRS = "EPSG:32633"
@@ -109,7 +109,8 @@ def test_synthetic_sar_passes_the_units_check() -> None:
 
     stats = check_sar_units(sar_db(), "db", "synthetic")
     assert stats is not None and -16 < stats.median < -12
-    assert check_sar_units(10 ** (sar_db() / 10), "linear", "synthetic linear") is not None
+    linear = check_sar_units(10 ** (sar_db() / 10), "linear", "synthetic linear")
+    assert linear is not None and linear.count == stats.count and 10 ** -1.6 < linear.median < 10 ** -1.2
     # zeros (blackfill), NaN and the no-data value are ignored, not counted as values
     filled = np.concatenate([sar_db(), np.zeros((2, 50, SAR_SHAPE[1]), np.float32)], axis=1)
     filled[:, :3] = np.nan
@@ -145,7 +146,7 @@ def test_predict_refuses_sar_in_other_units_before_any_tile(units: str, declared
     assert not out.exists()
     Identity.calls = 0
     with pytest.raises(DataError, match=looks):
-        predict_scene(Identity(), cloudy, out, s1, sar_units=declared or "db", progress=False)
+        predict_scene(Identity(), cloudy, out, s1, PredictOptions(sar_units=declared or "db"), progress=False)
     assert Identity.calls == 0  # refused before any tile ran
 
 
@@ -208,8 +209,8 @@ def test_no_nodata_value_is_invented_and_zeros_stay_data(tmp_path: Path) -> None
     values = sar_db()
     values[:, 10:13, 5:9] = np.nan  # SAR gap: those optical pixels are no-data in the output
     out = tmp_path / "out.tif"
-    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif", values=values), tile=64, overlap=16,
-                  progress=False)
+    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif", values=values),
+                  PredictOptions(tile=64, overlap=16), progress=False)
     pred, valid, profile = _read(out)
     assert profile["nodata"] is None  # the input declares none: none is invented
     assert 0.9 < valid.mean() < 1.0
@@ -221,7 +222,8 @@ def test_no_nodata_value_is_invented_and_zeros_stay_data(tmp_path: Path) -> None
     data[:, :, :8] = 65535
     write_tif(cloudy, data, nodata=65535)
     out = tmp_path / "out_nodata.tif"
-    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1_full.tif"), tile=64, overlap=16, progress=False)
+    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1_full.tif"), PredictOptions(tile=64, overlap=16),
+                  progress=False)
     pred, valid, profile = _read(out)
     assert profile["nodata"] == 65535 and not valid[:, :8].any() and valid[:, 8:].all()
     assert np.array_equal(pred, data)
@@ -232,7 +234,8 @@ def test_zero_filled_border_without_nodata_is_data(tmp_path: Path) -> None:
     data[:, :, :12] = 0  # a zero-filled border, no no-data value declared: GDAL reads it as data
     write_tif(cloudy, data)
     out = tmp_path / "out.tif"
-    stats = predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif"), tile=64, overlap=16, progress=False)
+    stats = predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif"), PredictOptions(tile=64, overlap=16),
+                          progress=False)
     pred, valid, profile = _read(out)
     assert profile["nodata"] is None and valid.all() and stats.valid_fraction == 1.0
     assert np.array_equal(pred, data)
@@ -243,7 +246,8 @@ def test_internal_mask_of_the_input_is_kept(tmp_path: Path) -> None:
     mask[:, -20:] = False  # e.g. outside the footprint, flagged by a mask instead of a no-data value
     cloudy, data = optical(tmp_path / "cloudy.tif", mask=mask)
     out = tmp_path / "out.tif"
-    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif"), tile=64, overlap=16, progress=False)
+    predict_scene(Identity(), cloudy, out, sar(tmp_path / "s1.tif"), PredictOptions(tile=64, overlap=16),
+                  progress=False)
     pred, valid, profile = _read(out)
     assert profile["nodata"] is None and np.array_equal(valid, mask)
     assert np.array_equal(pred[:, mask], data[:, mask])
@@ -258,7 +262,7 @@ def test_mask_keeps_clear_pixels_bit_for_bit_and_score_scene_reads_the_mask(tmp_
     values[:, :4, :] = np.nan  # no SAR over the top rows: clear pixels there are still kept
     s1 = sar(tmp_path / "s1.tif", values=values)
     out = tmp_path / "out.tif"
-    predict_scene(AddConstant(), cloudy, out, s1, mask=mask, tile=64, overlap=16, progress=False)
+    predict_scene(AddConstant(), cloudy, out, s1, PredictOptions(mask=mask, tile=64, overlap=16), progress=False)
     pred, valid, profile = _read(out)
     clear = cloud[0] == 0
     assert profile["nodata"] is None and valid[clear].all()
@@ -337,7 +341,8 @@ def test_sar_covered_fraction_counts_nan_sar(tmp_path: Path, ckpts: dict[str, Pa
     values = sar_db()
     values[:, 8:12, 10:16] = np.nan  # about 4 % of the optical pixels
     s1 = sar(tmp_path / "s1.tif", values=values)
-    stats = predict_scene(Identity(), cloudy, tmp_path / "o.tif", s1, tile=64, overlap=16, progress=False)
+    stats = predict_scene(Identity(), cloudy, tmp_path / "o.tif", s1, PredictOptions(tile=64, overlap=16),
+                          progress=False)
     # every optical pixel is valid, so the SAR's share of them is the output's valid share
     assert 0.94 < stats.sar_covered_fraction < 0.98
     assert stats.sar_covered_fraction == pytest.approx(stats.valid_fraction, abs=1e-12)
@@ -345,7 +350,8 @@ def test_sar_covered_fraction_counts_nan_sar(tmp_path: Path, ckpts: dict[str, Pa
     nodata = values.copy()
     nodata[np.isnan(nodata)] = -9999
     s1_nd = sar(tmp_path / "s1_nodata.tif", values=nodata, nodata=-9999)
-    stats_nd = predict_scene(Identity(), cloudy, tmp_path / "o2.tif", s1_nd, tile=64, overlap=16, progress=False)
+    stats_nd = predict_scene(Identity(), cloudy, tmp_path / "o2.tif", s1_nd, PredictOptions(tile=64, overlap=16),
+                             progress=False)
     assert stats_nd.sar_covered_fraction == stats.sar_covered_fraction
     assert predict_cli(ckpts["dsen2cr"], cloudy, tmp_path / "o3.tif", "--sar", str(s1)) == 0
     assert re.search(r"the SAR has data for 9\d", capsys.readouterr().err)

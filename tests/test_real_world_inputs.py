@@ -17,7 +17,7 @@ from rasterio.transform import Affine
 from tiny_models import TINY
 
 from m3rcr.cli import main
-from m3rcr.data.synthetic_scene import SceneConfig, generate_scene
+from m3rcr.data.synthetic import SceneConfig, generate_scene
 from m3rcr.models import create_model, save_checkpoint
 
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from paths import REPO
 from test_benchmark import tiny_demo
 from test_evaluate import cloudy_eval  # noqa: F401  (a fixture: the cloudy floor on the synthetic test split)
 
@@ -16,7 +17,6 @@ from m3rcr.benchmark import Benchmark, load_benchmark_config
 from m3rcr.cli import main
 from m3rcr.reports.html import Figure, Table, number_in, write_html_report
 
-PROJECT = Path(__file__).resolve().parents[1]
 EVIL = "<b>x</b>"
 # 9.5 < 10.2 < 100 numerically, but "10.2" < "100" < "2" < "9.5" as strings; "-" is missing
 SCORES = [("a", "10.2"), ("b", "9.5"), ("c", "-"), ("d", "100"), ("e", 2)]
@@ -39,7 +39,7 @@ def _external_urls(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def compared(cloudy_eval: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def compared(cloudy_eval: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`m3rcr compare` of the cloudy evaluation and a copy named <b>x</b> that has no per-image rows."""
     base = tmp_path_factory.mktemp("compare")
     other = base / "evil"
@@ -140,9 +140,9 @@ def test_per_image_rows_and_provenance_of_seeded_runs(tmp_path: Path) -> None:
 
 
 def test_template_ships_as_package_data() -> None:
-    data = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
     globs = data["tool"]["setuptools"]["package-data"]["m3rcr.reports"]
-    package = PROJECT / "src" / "m3rcr" / "reports"
+    package = REPO / "src" / "m3rcr" / "reports"
     assert any(package.glob(g) for g in globs) and (package / "templates" / "report.html.j2").is_file()
     assert any(d.startswith("jinja2") for d in data["project"]["dependencies"])
     assert any(d.startswith("selenium") for d in data["project"]["optional-dependencies"]["test"])
@@ -219,6 +219,7 @@ def _click_header(driver, table_id: str, title: str) -> None:
     header.click()
 
 
+@pytest.mark.browser
 def test_compare_report_in_a_browser(browser, compared: Path, tmp_path: Path) -> None:
     page = compared / "report.html"
     _open(browser, page)
@@ -246,6 +247,7 @@ def test_compare_report_in_a_browser(browser, compared: Path, tmp_path: Path) ->
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
+@pytest.mark.browser
 def test_numeric_sort_in_a_browser(browser, compared: Path, tmp_path: Path) -> None:
     page = write_html_report(tmp_path / "report.html", "Sorting", [Table("Scores", ["Method", "Score"], SCORES)],
                              [Figure(compared / "fig_metrics_by_cloud_cover.png", "Fig. 5")])

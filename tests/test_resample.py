@@ -15,6 +15,7 @@ from scipy.ndimage import map_coordinates
 
 from m3rcr.data import M3RCRDataset
 from m3rcr.data.resample import nearest_indices, reproject_to_grid, upsample_nearest
+from m3rcr.data.scene import Grid
 from m3rcr.errors import DataError
 
 
@@ -126,7 +127,7 @@ def test_reproject_across_crs_and_coverage_errors() -> None:
     # a destination grid around the source centre, in the other zone
     (cx,), (cy,) = warp_points(src_crs, dst_crs, [300_500.0], [4_999_500.0])
     dst_tf = Affine(3, 0, cx - 150, 0, -3, cy + 150)
-    out = reproject_to_grid(arr, src_tf, src_crs, (100, 100), dst_tf, dst_crs, resampling="bilinear")
+    out = reproject_to_grid(arr, src_tf, src_crs, Grid(dst_crs, dst_tf, 100, 100), resampling="bilinear")
     # check a few pixels against the ramp at the reprojected pixel centres
     cols, rows = np.array([5, 50, 94]), np.array([7, 50, 90])
     xs, ys = dst_tf @ (cols + 0.5, rows + 0.5)
@@ -136,4 +137,4 @@ def test_reproject_across_crs_and_coverage_errors() -> None:
 
     far = Affine(3, 0, cx + 2000, 0, -3, cy)
     with pytest.raises(DataError, match="does not cover the optical extent"):
-        reproject_to_grid(arr, src_tf, src_crs, (100, 100), far, dst_crs, where="s1.tif")
+        reproject_to_grid(arr, src_tf, src_crs, Grid(dst_crs, far, 100, 100), where="s1.tif")

@@ -64,26 +64,27 @@ def test_default_segmentation_model_and_local_weights(tmp_path: Path) -> None:
     import torchvision
 
     from m3rcr.errors import DataError
-    from m3rcr.models.segmentation import create_segmentation_model
+    from m3rcr.models.segmentation import SEGMENTATION_MODELS
 
-    model = create_segmentation_model("deeplabv3plus").eval()
+    model = SEGMENTATION_MODELS.build("deeplabv3plus").eval()
     assert sum(p.numel() for p in model.parameters()) == 26_682_006  # DeepLabv3+ ResNet-50, 4 bands, 6 classes
     with torch.no_grad():
         assert model(torch.rand(1, 4, 150, 90)).shape == (1, 6, 150, 90)
     # an ImageNet-style ResNet-50 state dict (3-band first convolution) from a local file
     resnet = torchvision.models.resnet50(weights=None)
     torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
-    loaded = create_segmentation_model("deeplabv3plus", weights=str(tmp_path / "resnet50.pth"))
+    loaded = SEGMENTATION_MODELS.build("deeplabv3plus", weights=str(tmp_path / "resnet50.pth"))
     w = resnet.state_dict()["conv1.weight"]  # ImageNet order (R, G, B); ours (B, G, R, NIR)
     expected = torch.stack([w[:, 2], w[:, 1], w[:, 0], w.mean(dim=1)], dim=1) * 3 / 4
     torch.testing.assert_close(loaded.net.encoder.conv1.weight, expected)
     torch.testing.assert_close(loaded.net.encoder.layer1[0].conv1.weight, resnet.layer1[0].conv1.weight)
     (tmp_path / "bad.pth").write_bytes(b"nope")
     with pytest.raises(DataError, match="cannot be read as a state dict"):
-        create_segmentation_model("deeplabv3plus", weights=str(tmp_path / "bad.pth"))
+        SEGMENTATION_MODELS.build("deeplabv3plus", weights=str(tmp_path / "bad.pth"))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_segmentation_learns_and_scores_cloud_free_above_cloudy(synth_root: Path, tmp_path: Path) -> None:
     """A short training (ResNet-18 encoder, for speed) on the cloud-free training tiles."""
     run = tmp_path / "seg"

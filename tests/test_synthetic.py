@@ -171,12 +171,13 @@ def test_refuses_to_overwrite_and_leaves_nothing_partial(tmp_path: Path) -> None
 
 def test_other_tile_sizes_with_the_size_check_off(tmp_path: Path) -> None:
     root = generate_dataset(tmp_path / "small", 2, 1, seed=0, config=SynthConfig(size=150, patches_per_aoi=2))
-    s = M3RCRDataset(root, "train", sar_mode="native", optical_size=None, sar_size=None)[0]
+    s = M3RCRDataset(root, "train", sar_mode="native", official_sizes=False)[0]
     assert s["cloudy"].shape == (4, 150, 150) and s["sar"].shape == (2, 45, 45)
     with pytest.raises(DataError, match="must be 300x300 pixels, found 150x150"):
         M3RCRDataset(root, "train")[0]
 
 
+@pytest.mark.timing
 def test_speed(tmp_path: Path) -> None:
     """100 samples must take under 20 s on one core (benchmarks/data_speed.py measures it).
 

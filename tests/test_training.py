@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from paths import CONFIGS
+from paths import CONFIGS, REPO
 
 from m3rcr.cli import main
 from m3rcr.training.config import ConfigError, load_config, parse_override
-from m3rcr.training.module import CloudRemovalModule, step_decay
+from m3rcr.training.module import CloudRemovalModule
 from m3rcr.training.run import train
+from m3rcr.training.settings import Component, step_decay
 
 TINY_MODEL = ("{features: 8, growth: 4, convs_per_block: 2, blocks: 2, num_heads: 2, war_blocks: 1, "
               "head_channels: 16, deformable_groups: 2}")
@@ -42,8 +43,9 @@ def test_step_decay_is_the_papers_schedule() -> None:
 
 
 def test_alignment_parameters_get_their_own_learning_rate() -> None:
-    module = CloudRemovalModule(model_config=dict(features=8, growth=4, convs_per_block=1, blocks=1, num_heads=2,
-                                                  war_blocks=1, head_channels=16, deformable_groups=2))
+    model = Component("aligncr", dict(features=8, growth=4, convs_per_block=1, blocks=1, num_heads=2, war_blocks=1,
+                                      head_channels=16, deformable_groups=2))
+    module = CloudRemovalModule(model, Component("cloud_charbonnier"))
     opt = module.configure_optimizers()["optimizer"]
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"network": 1e-4, "align": 1e-5}
@@ -56,13 +58,14 @@ def test_config_files_and_overrides(tmp_path: Path) -> None:
     assert cfg["trainer"]["max_epochs"] == 3 and cfg["model"]["config"] == {"features": 32}
     assert cfg["loss"]["config"] == {"weight": 5.0, "eps": 1e-3, "alpha": 0.45}
     assert cfg["optim"]["lr"] == 1e-4 and cfg["optim"]["align_lr"] == 1e-5 and cfg["data"]["crop_size"] == 160
-    assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5}
+    assert cfg["data"]["batch_size"] == 12 and cfg["schedule"] == {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5,
+                                                                "decay_epochs": 0}
     for name in ("aligncr_wo_sar", "aligncr_wo_align"):
         assert load_config(str(CONFIGS / f"{name}.yaml"))["model"]["name"] == name
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
     for bad, msg in (("data.bacth_size=4", "unknown key"), ("trainer.max_epoch=1", "unknown key"),
                      ("trainer.max_epochs=abc", "must be a number"),
-                     ("optimizer.lr=1", "unknown section"), ("loss.name=nope", "unknown loss"), ("novalue", "look like")):
+                     ("optimizer.lr=1", "unknown section"), ("loss.name=nope", "is not a loss"), ("novalue", "look like")):
         with pytest.raises(ConfigError, match=msg):
             load_config(str(CONFIGS / "aligncr.yaml"), [bad])
 
@@ -77,6 +80,8 @@ def test_global_batch_must_split_over_processes(synth_root: Path, tmp_path: Path
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_short_training_learns_and_beats_the_cloudy_floor(synth_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "--config", str(CONFIGS / "aligncr.yaml"), *tiny(synth_root, run, "trainer.max_epochs=8",
@@ -100,7 +105,7 @@ def test_short_training_learns_and_beats_the_cloudy_floor(synth_root: Path, tmp_
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.multiprocess)])
 def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path, workers: int) -> None:
     """Random crops, flips and shuffles included, with and without DataLoader workers."""
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -125,13 +130,16 @@ def test_resumed_run_ends_with_the_same_weights(synth_root: Path, tmp_path: Path
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     args = tiny(synth_root, run, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1",
-                "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4")
+                "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4",
+                "data.num_workers=0")  # two processes on two cores: loader workers would only oversubscribe them
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", str(CONFIGS / "aligncr.yaml"), *args], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-m", "m3rcr", "train", "--config", str(CONFIGS / "aligncr.yaml"), *args],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world_size: 2" in proc.stderr + proc.stdout or "GLOBAL_RANK: 1" in proc.stderr + proc.stdout
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "state" / "last.ckpt").is_file()
@@ -155,6 +163,8 @@ def test_without_validation_best_is_last(synth_root: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_killed_training_resumes_from_its_last_epoch(synth_root: Path, tmp_path: Path) -> None:
     """Kill a real training process once its first epoch is saved; the resumed run ends exactly like one
     that was never interrupted."""
@@ -164,7 +174,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(synth_root: Path, tmp_pat
     args = tiny(synth_root, tmp_path / "killed", "trainer.max_epochs=3", "data.num_workers=0")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "m3rcr", "train", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+                            stderr=subprocess.DEVNULL, cwd=REPO)
     state = tmp_path / "killed" / "state" / "last.ckpt"
     deadline = time.time() + 240
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -204,7 +214,7 @@ def test_early_stopping_and_training_curves(synth_root: Path, tmp_path: Path) ->
     # validation every second epoch: the first epoch has no (stale) validation values
     assert "val/loss" not in history[0] and "train/loss_epoch" in history[0] and "val/psnr" in history[1]
     # the same history from the CSV log, and the curves redrawn from it by the command line
-    from m3rcr.reports.figures import history_from_csv
+    from m3rcr.training.curves import history_from_csv
 
     from_csv = history_from_csv(run2 / "logs" / "csv" / "metrics.csv")
     assert [h["epoch"] for h in from_csv] == [0.0, 1.0] and "val/loss" not in from_csv[0]
@@ -214,12 +224,16 @@ def test_early_stopping_and_training_curves(synth_root: Path, tmp_path: Path) ->
 
 
 def test_early_stopping_settings_are_checked() -> None:
-    from m3rcr.training.config import early_stopping
+    from m3rcr.training.config import parse_config
+    from m3rcr.training.settings import EarlyStoppingConfig
 
-    cfg = load_config(None, ["run.early_stopping={patience: 3, min_delta: 0.001}"])
-    assert early_stopping(cfg) == {"monitor": "val/loss", "mode": "min", "patience": 3, "min_delta": 0.001}
-    assert early_stopping(load_config(None, ["run.early_stopping=true"]))["patience"] == 5
-    assert early_stopping(load_config(None)) is None
+    def early_stopping(overrides: list[str]) -> EarlyStoppingConfig | None:
+        return parse_config(load_config(None, overrides)).run.early_stopping
+
+    assert early_stopping(["run.early_stopping={patience: 3, min_delta: 0.001}"]) == EarlyStoppingConfig(
+        monitor="val/loss", mode="min", patience=3, min_delta=0.001)
+    assert early_stopping(["run.early_stopping=true"]).patience == 5
+    assert early_stopping([]) is None
     for bad, msg in (("run.early_stopping={patience: 0}", "patience"), ("run.early_stopping={patients: 2}", "unknown"),
                      ("run.early_stopping={mode: up}", "mode"), ("run.early_stopping=3", "mapping"),
                      ("run.early_stopping={min_delta: -1}", "min_delta")):

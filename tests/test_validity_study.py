@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from paths import CONFIGS, REPO
 
 
 @pytest.fixture(scope="module")
 def validity():
-    spec = importlib.util.spec_from_file_location("validity", ROOT / "benchmarks" / "validity.py")
+    spec = importlib.util.spec_from_file_location("validity", REPO / "benchmarks" / "validity.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -22,7 +21,7 @@ def validity():
 
 @pytest.fixture()
 def base() -> dict:
-    return yaml.safe_load((ROOT / "configs" / "validity.yaml").read_text())
+    return yaml.safe_load((CONFIGS / "validity.yaml").read_text())
 
 
 def test_paired_differences_use_matching_seeds_only(validity) -> None:

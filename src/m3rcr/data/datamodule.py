@@ -1,131 +1,105 @@
-"""A Lightning DataModule over the train / validation / test splits of an M3R-CR dataset."""
+"""A Lightning DataModule over the train / validation / test splits of any registered dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from m3rcr.data.dataset import M3RCRDataset, Placement
-from m3rcr.data.layout import SampleFiles, check_files_exist, list_split
-from m3rcr.data.resample import Interpolation
+from m3rcr.data.datasets import DATASETS, CloudRemovalDataset, Sampling
+from m3rcr.data.options import DataOptions
 from m3rcr.errors import DataError
 
+Item = TypeVar("Item")
 
-def holdout_by_aoi(samples: Sequence[SampleFiles], fraction: float, seed: int
-                   ) -> tuple[list[SampleFiles], list[SampleFiles]]:
-    """Split samples into (kept, held out) so that no AOI is on both sides; about ``fraction`` of AOIs held out."""
-    aois = sorted({s.aoi for s in samples})
+
+def holdout_by_group(items: Sequence[Item], fraction: float, seed: int, group: Callable[[Item], str]
+                     ) -> tuple[list[Item], list[Item]]:
+    """Split items into (kept, held out) so that no group (an AOI) is on both sides; about ``fraction`` of the
+    groups are held out, chosen with ``seed``."""
+    groups = sorted({group(s) for s in items})
     if fraction <= 0:
-        return list(samples), []
-    if len(aois) < 2:
-        raise DataError(samples[0].source if samples else "split",
-                        "cannot hold out AOIs for validation: the split has a single AOI "
-                        "(give a validation split or set val_fraction to 0)")
-    n_val = min(len(aois) - 1, max(1, math.ceil(fraction * len(aois))))
-    held = set(np.random.default_rng(seed).permutation(len(aois))[:n_val].tolist())
-    val_aois = {a for i, a in enumerate(aois) if i in held}
-    return [s for s in samples if s.aoi not in val_aois], [s for s in samples if s.aoi in val_aois]
+        return list(items), []
+    if len(groups) < 2:
+        where = getattr(items[0], "source", "split") if items else "split"
+        raise DataError(where, "cannot hold out AOIs for validation: the split has a single AOI "
+                               "(give a validation split or set val_fraction to 0)")
+    n_val = min(len(groups) - 1, max(1, math.ceil(fraction * len(groups))))
+    held = set(np.random.default_rng(seed).permutation(len(groups))[:n_val].tolist())
+    val_groups = {g for i, g in enumerate(groups) if i in held}
+    return [s for s in items if group(s) not in val_groups], [s for s in items if group(s) in val_groups]
 
 
-class M3RCRDataModule(L.LightningDataModule):
-    """Train, validation and test loaders for an M3R-CR dataset root.
+class CloudRemovalDataModule(L.LightningDataModule):
+    """Train, validation and test loaders over the dataset that ``options.name`` names.
 
-    Training uses random crops (and optional flips / quarter turns); validation and test use centred
-    crops of ``eval_crop_size`` (None = full tiles). Validation comes from ``val_split`` if given,
-    otherwise from ``val_fraction`` of the training AOIs, held out whole (seeded).
+    Training uses random crops of ``crop_size`` (and optional flips / quarter turns); validation and test use
+    centred crops of ``eval_crop_size`` (None = whole items). Validation comes from ``val_split`` if given,
+    otherwise from ``val_fraction`` of the training groups (AOIs), held out whole (seeded).
 
     Args:
-        root: dataset root with ``<split>/`` folders and ``<split>.csv`` lists.
-        train_split, val_split, test_split: split names (``val_split=None``: hold out training AOIs).
-        train_csv, val_csv, test_csv: split lists overriding ``ROOT/<split>.csv``.
-        val_fraction: share of training AOIs held out for validation when there is no ``val_split``.
-        batch_size: training batch size; ``eval_batch_size`` for validation/test (default: the same).
-        num_workers: DataLoader worker processes.
-        crop_size: training crop size on the optical grid (paper: 160).
-        eval_crop_size: validation/test crop size; None evaluates whole tiles.
-        sar_mode, sar_resampling, landcover_mode, landcover_level: see :class:`M3RCRDataset`.
-        augment: random flips and quarter turns for training.
-        seed: seed of the validation hold-out.
+        options: :class:`~m3rcr.data.options.DataOptions`, or a flat ``data`` configuration section such as
+            ``{"root": "data/m3rcr", "batch_size": 12, "crop_size": 160, "sar_mode": "nearest"}``.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        train_split: str = "train",
-        val_split: str | None = None,
-        test_split: str = "test",
-        train_csv: str | Path | None = None,
-        val_csv: str | Path | None = None,
-        test_csv: str | Path | None = None,
-        val_fraction: float = 0.1,
-        batch_size: int = 12,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        crop_size: int | None = 160,
-        eval_crop_size: int | None = None,
-        sar_mode: Placement = "nearest",
-        sar_resampling: Interpolation = "nearest",
-        landcover_mode: Placement | None = None,
-        landcover_level: int = 1,
-        augment: bool = False,
-        seed: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
+    def __init__(self, options: DataOptions | Mapping[str, Any]) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.root = Path(root)
-        self.train_dataset: M3RCRDataset | None = None
-        self.val_dataset: M3RCRDataset | None = None
-        self.test_dataset: M3RCRDataset | None = None
+        if not isinstance(options, DataOptions):
+            options = DataOptions.from_section(options)
+        self.options = options
+        # plain values only: Lightning stores them in checkpoints, which are read with weights_only=True
+        self.save_hyperparameters(options.to_section())
+        self.dataset_class: type[CloudRemovalDataset] = DATASETS.entry(options.name).target  # type: ignore[assignment]
+        self.train_dataset: CloudRemovalDataset | None = None
+        self.val_dataset: CloudRemovalDataset | None = None
+        self.test_dataset: CloudRemovalDataset | None = None
 
-    def _dataset(self, samples: Sequence[SampleFiles], split: str, train: bool) -> M3RCRDataset:
-        hp = self.hparams
-        return M3RCRDataset(
-            self.root, split, samples=samples, check_files=False,
-            sar_mode=hp.sar_mode, sar_resampling=hp.sar_resampling, landcover_mode=hp.landcover_mode,
-            landcover_level=hp.landcover_level,
-            crop_size=hp.crop_size if train else hp.eval_crop_size,
-            crop="random" if train else "center", augment=hp.augment and train,
-        )
+    def use_batch_size(self, batch_size: int) -> None:
+        """Load ``batch_size`` items per training step in this process (the global batch over the processes)."""
+        batching = dataclasses.replace(self.options.batching, batch_size=batch_size)
+        self.options = dataclasses.replace(self.options, batching=batching)
+        self.hparams.batch_size = batch_size
+
+    def _dataset(self, files: Sequence[Any], split: str, train: bool) -> CloudRemovalDataset:
+        o = self.options
+        sampling = Sampling(crop_size=o.crop_size if train else o.eval_crop_size,
+                            crop="random" if train else "center", augment=o.augment and train)
+        return DATASETS.build(o.name, root=o.root, split=split, files=files, sampling=sampling, **o.dataset)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets the stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
-        hp = self.hparams
+        o, plan, cls = self.options, self.options.splits, self.dataset_class
         if stage in (None, "fit", "validate") and self.train_dataset is None:
-            train = list_split(self.root, hp.train_split, hp.train_csv)
-            if hp.val_split is not None:
-                val = list_split(self.root, hp.val_split, hp.val_csv)
+            train = cls.list_files(o.root, plan.train_split, plan.train_csv)
+            if plan.val_split is not None:
+                val = cls.list_files(o.root, plan.val_split, plan.val_csv)
             else:
-                train, val = holdout_by_aoi(train, hp.val_fraction, hp.seed)
-            check_files_exist(train + val)
-            self.train_dataset = self._dataset(train, hp.train_split, train=True)
-            self.val_dataset = self._dataset(val, hp.val_split or hp.train_split, train=False) if val else None
+                train, val = holdout_by_group(train, plan.val_fraction, plan.seed, cls.holdout_group)
+            self.train_dataset = self._dataset(train, plan.train_split, train=True)
+            self.val_dataset = self._dataset(val, plan.val_split or plan.train_split, train=False) if val else None
         if stage in (None, "test", "predict") and self.test_dataset is None:
-            test = list_split(self.root, hp.test_split, hp.test_csv)
-            check_files_exist(test)
-            self.test_dataset = self._dataset(test, hp.test_split, train=False)
+            test = cls.list_files(o.root, plan.test_split, plan.test_csv)
+            self.test_dataset = self._dataset(test, plan.test_split, train=False)
 
-    def _loader(self, dataset: M3RCRDataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: CloudRemovalDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() for this stage first")
-        hp = self.hparams
+        b = self.options.batching
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            batch_size=b.batch_size if train else (b.eval_batch_size or b.batch_size),
             shuffle=train,
-            drop_last=train and len(dataset) > hp.batch_size,
-            num_workers=hp.num_workers,
+            drop_last=train and len(dataset) > b.batch_size,
+            num_workers=b.num_workers,
             # training workers restart every epoch so that their seeds come from the main generator,
             # which the training state saves: a resumed run then draws the same crops and flips
-            persistent_workers=hp.num_workers > 0 and not train,
-            pin_memory=hp.pin_memory,
+            persistent_workers=b.num_workers > 0 and not train,
+            pin_memory=b.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:

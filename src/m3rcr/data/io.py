@@ -1,17 +1,19 @@
-"""Reading M3R-CR files with errors that name the file and the problem."""
+"""Reading M3R-CR files with errors that name the file and the problem, and the one GeoTIFF writer."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
@@ -168,32 +170,137 @@ def read_geotiff(
         raise DataError(path, f"not a readable GeoTIFF ({exc})") from None
 
 
+@dataclass(frozen=True)
+class GeoTiffLayout:
+    """How :func:`geotiff_writer` lays a GeoTIFF out on disk.
+
+    The defaults give an uncompressed, striped, pixel-interleaved file like the official M3R-CR tiles.
+    With ``cog=True`` the pixels go to a tiled uncompressed work file (cheap to write window by window,
+    with an internal mask) that is copied, when the block ends, to a cloud-optimised GeoTIFF with
+    overviews: compression and overviews are computed once, over the finished image.
+    """
+
+    interleave: Literal["pixel", "band"] = "pixel"  #: M3R-CR land cover is band-interleaved
+    tiled: bool = False  #: internal tiles instead of strips (ignored with ``cog``: a COG is always tiled)
+    blocksize: int | None = None  #: tile side in pixels; None: GDAL's default (256; 512 for a COG)
+    compress: str | None = None  #: e.g. "deflate"; None: uncompressed
+    predictor: int | None = None  #: 2 (horizontal differencing, integers) or 3 (floating point)
+    bigtiff: Literal["YES", "NO", "IF_NEEDED", "IF_SAFER"] | None = None  #: None: GDAL's default
+    cog: bool = False  #: write a cloud-optimised GeoTIFF with overviews (``OVERVIEWS=AUTO``)
+    overview_resampling: str = "average"  #: how a COG's overviews are computed
+    #: the ``AREA_OR_POINT`` tag: "Area" says the transform gives the outer corner of the first pixel;
+    #: None writes no tag (GDAL then assumes Area too, but the file differs byte for byte)
+    area_or_point: Literal["Area", "Point"] | None = "Area"
+
+    def creation_options(self) -> dict[str, Any]:
+        """rasterio creation options of the file written (the work file for a COG)."""
+        opts: dict[str, Any] = {"interleave": self.interleave}
+        if self.cog:
+            return {**opts, "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
+        if self.tiled:
+            opts["tiled"] = True
+            if self.blocksize is not None:
+                opts.update(blockxsize=self.blocksize, blockysize=self.blocksize)
+        if self.compress is not None:
+            opts["compress"] = self.compress
+        if self.predictor is not None:
+            opts["predictor"] = self.predictor
+        if self.bigtiff is not None:
+            opts["BIGTIFF"] = self.bigtiff
+        return opts
+
+    def cog_options(self) -> dict[str, Any]:
+        """GDAL COG driver options of the final copy."""
+        opts: dict[str, Any] = {"BLOCKSIZE": self.blocksize or 512, "OVERVIEWS": "AUTO",
+                                "RESAMPLING": self.overview_resampling.upper(), "BIGTIFF": self.bigtiff or "IF_SAFER"}
+        if self.compress is not None:
+            opts["COMPRESS"] = self.compress.upper()
+        if self.predictor is not None:
+            opts["PREDICTOR"] = self.predictor
+        return opts
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    """What a GeoTIFF holds: band count, size, dtype, georeference and no-data value."""
+
+    count: int
+    height: int
+    width: int
+    dtype: str
+    crs: str | CRS | None
+    transform: Affine
+    nodata: float | None = None
+
+    @classmethod
+    def of(cls, array: np.ndarray, crs: str | CRS | None, transform: Affine, nodata: float | None = None
+           ) -> RasterSpec:
+        """The spec of a (bands, H, W) array."""
+        if array.ndim != 3:
+            raise ValueError(f"expected a (bands, H, W) array, got shape {array.shape}")
+        return cls(array.shape[0], array.shape[1], array.shape[2], array.dtype.name, crs, transform, nodata)
+
+
+@contextlib.contextmanager
+def geotiff_writer(
+    path: str | Path,
+    spec: RasterSpec,
+    layout: GeoTiffLayout | None = None,
+    *,
+    tags: Mapping[str, str] | None = None,
+    descriptions: Sequence[str | None] | None = None,
+) -> Iterator[Any]:
+    """Open a GeoTIFF for writing (window by window if need be); it appears under ``path`` only when the
+    block succeeds, never half-written.
+
+    Yields rasterio's dataset writer; ``tags`` (after ``layout.area_or_point``) and band ``descriptions`` are
+    set when the block ends. The caller may set more (units, scales, masks) inside the block.
+    """
+    layout = layout or GeoTiffLayout()
+    profile = dict(driver="GTiff", count=spec.count, height=spec.height, width=spec.width, dtype=spec.dtype,
+                   crs=spec.crs, transform=spec.transform, nodata=spec.nodata, **layout.creation_options())
+    all_tags = dict(tags or {})
+    if layout.area_or_point is not None:
+        all_tags = {"AREA_OR_POINT": layout.area_or_point, **all_tags}
+    with atomic_path(path) as tmp:
+        target = tmp.with_suffix(".work.tif") if layout.cog else tmp
+        try:
+            # a COG's work file keeps its mask inside: a .msk side-car would not follow it into the copy
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(target, "w", **profile) as dst:
+                yield dst
+                # set after the pixels: GDAL lays the file out in that order, and earlier files were written so
+                if all_tags:
+                    dst.update_tags(**all_tags)
+                if descriptions:
+                    dst.descriptions = tuple(descriptions)
+            if layout.cog:
+                rasterio.shutil.copy(target, tmp, driver="COG", **layout.cog_options())
+        finally:
+            if layout.cog:
+                target.unlink(missing_ok=True)
+                target.with_name(target.name + ".msk").unlink(missing_ok=True)
+
+
 def write_geotiff(
     path: str | Path,
     array: np.ndarray,
     crs: str | CRS | None,
     transform: Affine,
     nodata: float | None = None,
-    interleave: str = "pixel",
-    tags: dict[str, str] | None = None,
+    layout: GeoTiffLayout | None = None,
     *,
-    descriptions: tuple[str | None, ...] | None = None,
+    tags: Mapping[str, str] | None = None,
+    descriptions: Sequence[str | None] | None = None,
 ) -> None:
-    """Write a (bands, H, W) array as an uncompressed GeoTIFF, atomically (never half-written under ``path``).
+    """Write a (bands, H, W) array as a GeoTIFF, atomically (never half-written under ``path``).
 
-    Pixel-interleaved like the official M3R-CR files (land cover there is band-interleaved); pixels are
-    areas (``AREA_OR_POINT=Area``), so the transform gives the outer corner of the first pixel.
+    By default uncompressed and pixel-interleaved like the official M3R-CR files, with
+    ``AREA_OR_POINT=Area`` (the transform gives the outer corner of the first pixel); ``layout`` chooses
+    tiling, compression, or a cloud-optimised GeoTIFF with overviews (see :class:`GeoTiffLayout`).
     """
-    if array.ndim != 3:
-        raise ValueError(f"expected a (bands, H, W) array, got shape {array.shape}")
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", dtype=array.dtype.name, nodata=nodata,
-                           width=array.shape[2], height=array.shape[1], count=array.shape[0], crs=crs,
-                           transform=transform, interleave=interleave) as dst:
-            dst.write(array)
-            dst.update_tags(AREA_OR_POINT="Area", **(tags or {}))
-            if descriptions:
-                dst.descriptions = descriptions
+    spec = RasterSpec.of(array, crs, transform, nodata)
+    with geotiff_writer(path, spec, layout, tags=tags, descriptions=descriptions) as dst:
+        dst.write(array)
 
 
 def read_cloudmask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -97,20 +97,29 @@ def reflectance_problem(stats: ReflectanceStats, scale: float, offset: float) ->
 def _tagged(src: Any, bands: Sequence[int]) -> list[ColorInterp]:
     try:
         interp = list(src.colorinterp)
-    except Exception:  # noqa: BLE001 - a driver without colour tags says nothing either way
+    except Exception:
         return [ColorInterp.undefined] * len(bands)
     return [interp[b - 1] if b - 1 < len(interp) else ColorInterp.undefined for b in bands]
 
 
+@dataclass(frozen=True)
+class OpticalAdvice:
+    """What :func:`check_optical_raster` tells the user to change, in the words of the caller's interface."""
+
+    flags: str = "--bands / --scale / --offset"  #: the settings of bands, scale and offset
+    fix: str | None = None  #: replaces the advice on the scale (for commands without ``--scale``)
+
+
 def check_optical_raster(src: Any, bands: Sequence[int], scale: float, offset: float, *, what: str = "optical image",
-                         where: str | Path | None = None, flags: str = "--bands / --scale / --offset",
-                         fix: str | None = None, window: Any = None) -> ReflectanceStats | None:
+                         where: str | Path | None = None, advice: OpticalAdvice | None = None,
+                         window: Any = None) -> ReflectanceStats | None:
     """Raise a :class:`DataError` if the picked ``bands`` (blue, green, red, NIR) of an open raster cannot be
     reflectance x ``scale`` - ``offset``; checked on a subsample, before any pixel is processed.
 
-    ``flags`` names the settings of bands, scale and offset; ``fix`` replaces the advice on the scale
-    (for commands without ``--scale``).
+    ``advice`` says which settings to change (default: ``--bands / --scale / --offset``).
     """
+    advice = advice or OpticalAdvice()
+    flags, fix = advice.flags, advice.fix
     where = where if where is not None else src.name
     tags = _tagged(src, bands)
     for role, band, tag in zip(("blue", "green", "red", "NIR"), bands, tags):

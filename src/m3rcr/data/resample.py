@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject, transform_bounds
 
 from m3rcr.data.io import grid_bounds
+from m3rcr.data.scene import Grid
 from m3rcr.errors import DataError
 
 Interpolation = Literal["nearest", "bilinear"]
@@ -75,15 +76,13 @@ def reproject_to_grid(
     array: np.ndarray,
     src_transform: Affine,
     src_crs: CRS,
-    dst_shape: tuple[int, int],
-    dst_transform: Affine,
-    dst_crs: CRS,
+    dst: Grid,
     *,
     resampling: Interpolation = "nearest",
     tolerance: float | None = None,
     where: str | Path = "raster",
 ) -> np.ndarray:
-    """Reproject a (bands, h, w) raster onto a destination grid with ``rasterio.warp.reproject``.
+    """Reproject a (bands, h, w) raster onto the destination grid ``dst`` with ``rasterio.warp.reproject``.
 
     The source must cover the destination grid to within ``tolerance`` CRS units (default: half a
     source pixel); destination pixels in that margin take the nearest edge value of the source, which
@@ -97,6 +96,7 @@ def reproject_to_grid(
     src_res = min(abs(src_transform.a), abs(src_transform.e)) if src_transform.b == src_transform.d == 0 else None
     if tolerance is None:
         tolerance = 0.5 * src_res if src_res else 0.0
+    dst_shape, dst_transform, dst_crs = dst.shape, dst.transform, dst.crs
     gap = coverage_gap(src_transform, array.shape[-2:], src_crs, dst_transform, dst_shape, dst_crs)
     if gap > tolerance + 1e-9:
         dl, db, dr, dt = grid_bounds(dst_transform, dst_shape)

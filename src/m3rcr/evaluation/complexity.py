@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from m3rcr.models.base import CloudRemovalModel
+from m3rcr.models.blocks import deform_conv_impl
+
 
 def count_parameters(model: nn.Module) -> int:
     """Every parameter, including those owned directly by non-leaf modules (which thop misses)."""
@@ -38,11 +41,9 @@ def _flop_formulas() -> dict[Any, Any]:
     return {torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops}
 
 
-def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+def count_macs(model: nn.Module, *inputs: torch.Tensor | None) -> int:
     """Multiply-accumulates of one forward pass: convolutions (deformable included), linear layers and
     matrix products (attention), as counted by ``torch.utils.flop_counter`` (FLOPs = 2 x MACs)."""
-    from m3rcr.models.blocks import deform_conv_impl
-
     counter = FlopCounterMode(display=False, custom_mapping=_flop_formulas())
     # torchvision's operator, which the formula above counts (the CPU sampling kernel would count as a matmul)
     with torch.no_grad(), deform_conv_impl(model, "torchvision"), counter:
@@ -77,10 +78,10 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
 
 
-def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int = 5, warmup: int = 1,
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], repeats: int = 5, warmup: int = 1,
                     dtype: torch.dtype = torch.float32) -> list[float]:
     """Forward times in ms of ``repeats`` runs after ``warmup`` runs (autocast for bf16/fp16)."""
-    device = inputs[0].device
+    device = next(t.device for t in inputs if t is not None)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                 else contextlib.nullcontext())
     times = []
@@ -97,24 +98,29 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], repeats:
     return times
 
 
-def measure(model: nn.Module, name: str, size: tuple[int, int] = (160, 160), repeats: int = 5, warmup: int = 1,
-            device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 1,
-            seed: int = 0) -> Complexity:
+#: the seed of the random inputs (their values change neither the MACs nor, noticeably, the latency)
+_INPUT_SEED = 0
+
+
+def measure(model: CloudRemovalModel, name: str, size: tuple[int, int] = (160, 160), repeats: int = 5,
+            warmup: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+            batch_size: int = 1) -> Complexity:
     """Parameters, MACs and forward latency of ``model`` on ``device`` (the model is moved there, in eval mode).
 
-    MACs are counted in float32; a model that pads its input (``size_multiple``) computes, and is
-    counted, on the padded size, which is reported as ``padded_size``.
+    The inputs have the bands of ``model.spec`` (no SAR for a model that reads none). MACs are counted in
+    float32; a model that pads its input (``spec.size_multiple``) computes, and is counted, on the padded
+    size, which is reported as ``padded_size``.
     """
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    config = getattr(model, "config", {})
-    cloudy = torch.rand(batch_size, config.get("in_channels", 4), *size, generator=gen).to(device)
-    sar = torch.rand(batch_size, config.get("sar_channels", 2), *size, generator=gen).to(device)
+    gen = torch.Generator().manual_seed(_INPUT_SEED)
+    spec = model.spec
+    cloudy = torch.rand(batch_size, spec.optical_in, *size, generator=gen).to(device)
+    sar = torch.rand(batch_size, spec.sar_bands, *size, generator=gen).to(device) if spec.uses_sar else None
     model = model.to(device).eval()
     macs = count_macs(model, cloudy, sar)
     runs = measure_latency(model, (cloudy, sar), repeats, warmup, dtype) if repeats > 0 else []
-    multiple = getattr(model, "size_multiple", None)
-    padded = [-(-n // multiple) * multiple for n in size] if multiple else None
+    multiple = spec.size_multiple
+    padded = [-(-n // multiple) * multiple for n in size]
     return Complexity(
         model=name, input_size=list(size), parameters=count_parameters(model), macs=macs, flops=2 * macs,
         latency_ms=statistics.median(runs) if runs else None, latency_runs_ms=[round(t, 2) for t in runs],

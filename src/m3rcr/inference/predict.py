@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.shutil
 import torch
 from rasterio.windows import Window
 from torch import nn
 
+from m3rcr.data.io import GeoTiffLayout, RasterSpec, geotiff_writer
 from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE
 from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache
-from m3rcr.inference.tiling import Blender, Tile, TileGrid
+from m3rcr.inference.predictors import model_predictor
+from m3rcr.inference.tiling import Blender, PredictionGrid, PredictionWindow
+from m3rcr.models.base import CloudRemovalModel
 from m3rcr.utils.files import atomic_path, check_output
 from m3rcr.utils.provenance import environment
+from m3rcr.utils.text import percent
 
 
 @dataclass
@@ -48,10 +50,64 @@ class PredictStats:
     nonfinite_tiles: int = 0  #: tiles where the model returned NaN or infinity (those pixels are no-data)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def notes(self) -> list[str]:
+        """What a user should know about the run's output, each line starting "note:" or "warning:"."""
+        out = []
+        if self.sar_covered_fraction is not None and self.sar_covered_fraction < 0.999:
+            out.append(f"note: the SAR has data for {percent(self.sar_covered_fraction)} of the scene's valid "
+                       "pixels; pixels without it (outside its footprint, NaN or no-data) are no-data")
+        if self.nonfinite_tiles:
+            out.append(f"warning: the model returned NaN or infinity in {self.nonfinite_tiles} tile(s); pixels no "
+                       "tile predicted are no-data")
+        if self.mask_covered_fraction is not None and self.mask_covered_fraction < 0.999:
+            out.append(f"note: the cloud mask covers {percent(self.mask_covered_fraction)} of the scene's extent; "
+                       "pixels outside it count as clear and keep their input values")
+        if self.valid_fraction == 0:
+            out.append("warning: no pixel has both optical data and SAR coverage; the output is all no-data")
+        elif self.tiles_run == 0:
+            out.append("warning: the model ran on no tile (no pixel has both optical data and SAR): nothing was "
+                       "predicted; only the clear pixels the mask keeps have data")
+        return out
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_scene` reads a scene and runs the model; every field has a default.
+
+    Attributes:
+        bands: 1-based band numbers of blue, green, red and NIR (``"2,3,4,8"``); default: the 4 bands of
+            a 4-band raster.
+        scale, offset: reflectance = (value + offset) / scale (10000 and 0 for PlanetScope and
+            Sentinel-2 L1C before 2022).
+        sar_bands, sar_units, sar_resampling: SAR bands (VV, VH), units (``db`` or ``linear`` power)
+            and resampling onto the optical grid (``nearest`` matches the training data).
+        mask: optional raster on any grid; its non-zero pixels are the only ones replaced by the
+            prediction (cloud-free pixels keep their input values).
+        tile, overlap, batch_size: tile size and overlap in optical pixels, tiles per model call.
+        device, precision: where and how the model runs (``float32``, ``bfloat16``, ``float16``).
+    """
+
+    bands: str | Sequence[int] | None = None
+    scale: float = OPTICAL_SCALE
+    offset: float = 0.0
+    sar_bands: str | Sequence[int] = (1, 2)
+    sar_units: SarUnits = "db"
+    sar_resampling: str = "nearest"
+    mask: str | Path | None = None
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 4
+    device: str | torch.device = "cpu"
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
 
 def model_uses_sar(model: nn.Module) -> bool:
-    """Whether a cloud-removal model reads its SAR input."""
-    return bool(getattr(model, "use_sar", True))
+    """Whether a model reads its SAR input: what the spec of an m3rcr model says; any other module is given it."""
+    return model.spec.uses_sar if isinstance(model, CloudRemovalModel) else True
 
 
 def predict_scene(
@@ -59,19 +115,8 @@ def predict_scene(
     cloudy: str | Path,
     out: str | Path,
     sar: str | Path | None = None,
+    options: PredictOptions | None = None,
     *,
-    bands: str | Sequence[int] | None = None,
-    scale: float = OPTICAL_SCALE,
-    offset: float = 0.0,
-    sar_bands: str | Sequence[int] = (1, 2),
-    sar_units: SarUnits = "db",
-    sar_resampling: str = "nearest",
-    mask: str | Path | None = None,
-    tile: int = 256,
-    overlap: int = 32,
-    batch_size: int = 4,
-    device: str | torch.device = "cpu",
-    precision: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
     checkpoint: str | Path | None = None,
@@ -84,16 +129,8 @@ def predict_scene(
         cloudy: the optical scene (any GDAL raster with a CRS; GeoTIFF in practice).
         out: the output GeoTIFF; it appears only when complete.
         sar: Sentinel-1 VV/VH in any CRS, resolution and float dtype; needed by models that use SAR.
-        bands: 1-based band numbers of blue, green, red and NIR (``"2,3,4,8"``); default: the 4 bands of
-            a 4-band raster.
-        scale, offset: reflectance = (value + offset) / scale (10000 and 0 for PlanetScope and
-            Sentinel-2 L1C before 2022).
-        sar_bands, sar_units, sar_resampling: SAR bands (VV, VH), units (``db`` or ``linear`` power)
-            and resampling onto the optical grid (``nearest`` matches the training data).
-        mask: optional raster on any grid; its non-zero pixels are the only ones replaced by the
-            prediction (cloud-free pixels keep their input values).
-        tile, overlap, batch_size: tile size and overlap in optical pixels, tiles per model call.
-        device, precision: where and how the model runs (``float32``, ``bfloat16``, ``float16``).
+        options: bands, scaling, SAR reading, cloud mask, tiling and device (:class:`PredictOptions`;
+            default: its defaults).
         overwrite: replace an existing output.
         progress: show a progress bar.
         checkpoint: where the model came from, recorded in the output's metadata.
@@ -102,135 +139,168 @@ def predict_scene(
     band order with their descriptions, units, scales and offsets. Pixels that are no-data in the
     input, or without SAR (outside its footprint, NaN or no-data), are no-data in the output: marked
     with the input's no-data value if it declares one, else with an internal per-dataset mask (GDAL's
-    way; no no-data value is invented, so an input pixel of value 0 stays valid). With ``mask``, every
-    clear pixel with input data keeps its input value bit for bit, SAR or not.
+    way; no no-data value is invented, so an input pixel of value 0 stays valid). With a cloud mask,
+    every clear pixel with input data keeps its input value bit for bit, SAR or not.
 
-    SAR values that cannot be in ``sar_units`` (see :mod:`m3rcr.data.sar_units`) are a
+    SAR values that cannot be in ``options.sar_units`` (see :mod:`m3rcr.data.sar_units`) are a
     :class:`~m3rcr.errors.DataError` before any tile is run. A model that does not use SAR
-    (``use_sar = False``) ignores ``sar``: see :func:`model_uses_sar`.
+    (``model.spec.uses_sar`` False) ignores ``sar``: see :func:`model_uses_sar`.
     """
-    from m3rcr.evaluation.evaluate import model_predictor
-
+    options = options or PredictOptions()
     out, cloudy = Path(out), Path(cloudy)
-    if out.suffix.lower() not in (".tif", ".tiff"):
-        raise ValueError(f"{out}: the output is a cloud-optimized GeoTIFF; give it a .tif name")
-    check_output(out, overwrite)
-    for path in (cloudy, sar, mask):
-        if path is not None and Path(path).exists() and out.exists() and out.samefile(path):
-            raise ValueError(f"{out}: the output would overwrite an input")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    device = torch.device(device)
+    _check_output_path(out, (cloudy, sar, options.mask), overwrite)
     uses_sar = model_uses_sar(model)
     if uses_sar and sar is None:
         raise ValueError("this model fuses SAR: give the Sentinel-1 scene (--sar)")
     start = time.perf_counter()
-    stats = PredictStats()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(bounded_block_cache())
-        optical = stack.enter_context(OpticalScene(cloudy, bands, scale=scale, offset=offset))
-        grid = optical.grid
-        sar_layer = stack.enter_context(SarLayer(sar, grid, bands=sar_bands, units=sar_units,
-                                                 resampling=sar_resampling)) if uses_sar else None
-        mask_layer = None
-        if mask is not None:
-            mask_layer, stats.mask_covered_fraction = _open_mask(mask, grid, stack)
-        tiles = TileGrid(grid.height, grid.width, tile, overlap)
-        stats.tiles = len(tiles)
-        stats.settings = dict(cloudy=str(cloudy), sar=str(sar) if sar and uses_sar else None,
-                              bands=list(optical.bands),
-                              scale=scale, offset=offset, sar_units=sar_units,
-                              sar_bands=list(sar_layer.bands) if sar_layer else None,
-                              sar_resampling=sar_resampling, mask=str(mask) if mask else None, tile=tile,
-                              overlap=overlap, batch_size=batch_size, device=str(device), precision=precision,
-                              model=getattr(model, "registry_name", type(model).__name__),
-                              checkpoint=str(checkpoint) if checkpoint else None)
-        predict = model_predictor(model, precision)
-        valid_pixels = 0
-        # pixels of the scene with optical data, and those of them with SAR too (each counted in one tile)
-        optical_pixels = sar_pixels = 0
-        own_rows = _own_spans(tiles.rows, grid.height)
-        own_cols = _own_spans(tiles.cols, grid.width)
-        use_mask = optical.out_nodata is None  # no no-data value to mark invalid pixels with: GDAL's mask
+        run = _open_run(stack, model, cloudy, sar if uses_sar else None, options)
+        run.stats.settings = _settings(run, model, (cloudy, sar), options, checkpoint)
+        run.write(out, progress, cloudy.name)
+    return run.finish(time.perf_counter() - start)
 
-        with atomic_path(out) as final_tmp:
-            work = final_tmp.with_name(final_tmp.name.replace(".tmp", ".work"))
-            try:
-                # internal mask: the work file must stay one file (a .msk side-car would be left behind)
-                stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True))
-                dst = stack.enter_context(rasterio.open(work, "w", **_work_profile(optical)))
-                _copy_band_metadata(optical, dst)
-                dst.update_tags(M3RCR_PREDICT=json.dumps({**stats.settings, **environment()}))
 
-                def write(window: Window, values: np.ndarray, valid: np.ndarray) -> None:
-                    nonlocal valid_pixels
-                    encoded = optical.encode(np.maximum(values, 0.0), valid)
-                    if mask_layer is not None:
-                        # clear pixels with input data keep their input values exactly (even without SAR);
-                        # outside the mask raster is "clear"
-                        cloud, _ = mask_layer.read(window)
-                        raw = optical.read_raw(window)
-                        clear = (np.nan_to_num(cloud[0], nan=0.0) == 0) & optical.read_valid(window, raw)
-                        encoded[:, clear] = raw[:, clear]
-                        valid = valid | clear
-                    valid_pixels += int(valid.sum())
-                    dst.write(encoded, window=window)
-                    if use_mask:
-                        dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
+def _check_output_path(out: Path, inputs: Sequence[str | Path | None], overwrite: bool) -> None:
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"{out}: the output is a cloud-optimized GeoTIFF; give it a .tif name")
+    check_output(out, overwrite)
+    for path in inputs:
+        if path is not None and Path(path).exists() and out.exists() and out.samefile(path):
+            raise ValueError(f"{out}: the output would overwrite an input")
 
-                blender = Blender(tiles, len(OPTICAL_BANDS), write)
-                bar = _progress(len(tiles), progress, cloudy.name)
-                batch: list[tuple[Tile, np.ndarray, np.ndarray, np.ndarray]] = []
 
-                def run_batch() -> None:
-                    x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-                    s = torch.from_numpy(np.stack([b[2] for b in batch])).to(device) if uses_sar else None
-                    y = predict({"cloudy": x, "sar": s}).detach().to("cpu", torch.float64).numpy()
-                    if y.shape != (len(batch), 4, *batch[0][1].shape[-2:]):
-                        raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
-                    for (t, _, _, ok), values in zip(batch, y):
-                        if not np.isfinite(values).all():
-                            stats.nonfinite_tiles += 1  # the blender drops those pixels
-                        blender.add(t, values, ok)
-                    stats.batches += 1
-                    stats.tiles_run += len(batch)
-                    stats.peak_pending_bytes = max(stats.peak_pending_bytes, blender.pending_bytes)
-                    bar.update(len(batch))
-                    batch.clear()
+def _open_run(stack: contextlib.ExitStack, model: nn.Module, cloudy: Path, sar: str | Path | None,
+              options: PredictOptions) -> _SceneRun:
+    """Open the optical scene, the SAR (None: the model does not read it) and the cloud mask."""
+    stack.enter_context(bounded_block_cache())
+    optical = stack.enter_context(OpticalScene(cloudy, options.bands, scale=options.scale, offset=options.offset))
+    sar_layer = stack.enter_context(SarLayer(sar, optical.grid, bands=options.sar_bands, units=options.sar_units,
+                                             resampling=options.sar_resampling)) if sar is not None else None
+    mask_layer, mask_covered = None, None
+    if options.mask is not None:
+        mask_layer, mask_covered = _open_mask(options.mask, optical.grid, stack)
+    run = _SceneRun(optical, sar_layer, mask_layer, options, model_predictor(model, options.precision))
+    run.stats.mask_covered_fraction = mask_covered
+    return run
 
-                for t in tiles:
-                    x, ok = optical.read(t.window)
-                    own = (slice(*own_rows[t.row]), slice(*own_cols[t.col]))  # this tile's share of the scene
-                    optical_pixels += int(ok[own].sum())
-                    if sar_layer is not None and ok.any():
-                        s, sar_ok = sar_layer.read(t.window)
-                        ok &= sar_ok
-                        sar_pixels += int(ok[own].sum())
-                    else:
-                        s = np.zeros((2, *ok.shape), np.float32)
-                    if not ok.any():
-                        # nothing to predict, but the tile still closes its cells (in any order)
-                        blender.add(t, None, ok)
-                        bar.update(1)
-                        continue
-                    batch.append((t, x, s, ok))
-                    if len(batch) == batch_size:
-                        run_batch()
-                if batch:
-                    run_batch()
-                bar.close()
-                if not blender.finished():  # pragma: no cover - a bookkeeping bug, never bad input
-                    raise RuntimeError("tile blending left cells unwritten")
-                dst.close()
-                _to_cog(work, final_tmp, float_data=optical.dtype.kind == "f")
-            finally:
-                work.unlink(missing_ok=True)
-                work.with_name(work.name + ".msk").unlink(missing_ok=True)
-    stats.valid_fraction = valid_pixels / (grid.height * grid.width)
-    if sar_layer is not None:
-        stats.sar_covered_fraction = sar_pixels / optical_pixels if optical_pixels else 0.0
-    stats.seconds = time.perf_counter() - start
-    return stats
+
+def _settings(run: _SceneRun, model: nn.Module, inputs: tuple[Path, str | Path | None], options: PredictOptions,
+              checkpoint: str | Path | None) -> dict[str, Any]:
+    """The run's settings, as recorded in the output's metadata and the statistics."""
+    (cloudy, sar_path), sar = inputs, run.sar_layer
+    return dict(cloudy=str(cloudy), sar=str(sar_path) if sar else None, bands=list(run.optical.bands),
+                scale=options.scale, offset=options.offset, sar_units=options.sar_units,
+                sar_bands=list(sar.bands) if sar else None, sar_resampling=options.sar_resampling,
+                mask=str(options.mask) if options.mask else None, tile=options.tile, overlap=options.overlap,
+                batch_size=options.batch_size, device=str(run.device), precision=options.precision,
+                model=getattr(model, "registry_name", type(model).__name__),
+                checkpoint=str(checkpoint) if checkpoint else None)
+
+
+class _SceneRun:
+    """One scene prediction: the open inputs, the tile grid, the output and the running counts."""
+
+    def __init__(self, optical: OpticalScene, sar_layer: SarLayer | None, mask_layer: Any,
+                 options: PredictOptions, predict: Any) -> None:
+        self.optical, self.sar_layer, self.mask_layer = optical, sar_layer, mask_layer
+        self.options, self.predict = options, predict
+        self.device = torch.device(options.device)
+        self.grid = optical.grid
+        self.tiles = PredictionGrid(self.grid.height, self.grid.width, options.tile, options.overlap)
+        self.stats = PredictStats(tiles=len(self.tiles))
+        # pixels of the scene with output data; with optical data; and of those, with SAR too
+        # (each counted in the one tile that owns it)
+        self.valid_pixels = self.optical_pixels = self.sar_pixels = 0
+        self.own_rows = _own_spans(self.tiles.rows, self.grid.height)
+        self.own_cols = _own_spans(self.tiles.cols, self.grid.width)
+        self.use_mask = optical.out_nodata is None  # no no-data value to mark invalid pixels with: GDAL's mask
+        self.batch: list[tuple[PredictionWindow, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.dst: Any = None
+        self.blender: Blender | None = None
+        self.bar: Any = None
+
+    def write(self, path: Path, progress: bool, name: str) -> None:
+        """Predict every tile and write the cloud-optimized GeoTIFF ``path`` (it appears only when complete)."""
+        optical, src = self.optical, self.optical.src
+        spec = RasterSpec(len(OPTICAL_BANDS), src.height, src.width, optical.dtype.name, src.crs, src.transform,
+                          optical.out_nodata)
+        # compression happens once, in the COG copy; floating-point or horizontal-difference predictor
+        layout = GeoTiffLayout(cog=True, compress="deflate", predictor=3 if optical.dtype.kind == "f" else 2,
+                               blocksize=512, area_or_point=None)
+        with geotiff_writer(path, spec, layout) as self.dst:
+            _copy_band_metadata(optical, self.dst)
+            self.dst.update_tags(M3RCR_PREDICT=json.dumps({**self.stats.settings, **environment()}))
+            self.blender = Blender(self.tiles, len(OPTICAL_BANDS), self._write_cells)
+            self.bar = _progress(len(self.tiles), progress, name)
+            self._run_tiles()
+            self.bar.close()
+            if not self.blender.finished():  # pragma: no cover - a bookkeeping bug, never bad input
+                raise RuntimeError("tile blending left cells unwritten")
+
+    def finish(self, seconds: float) -> PredictStats:
+        """The statistics, once the output is written."""
+        stats = self.stats
+        stats.valid_fraction = self.valid_pixels / (self.grid.height * self.grid.width)
+        if self.sar_layer is not None:
+            stats.sar_covered_fraction = self.sar_pixels / self.optical_pixels if self.optical_pixels else 0.0
+        stats.seconds = seconds
+        return stats
+
+    def _run_tiles(self) -> None:
+        for t in self.tiles:
+            x, ok = self.optical.read(t.window)
+            own = (slice(*self.own_rows[t.row]), slice(*self.own_cols[t.col]))  # this tile's share of the scene
+            self.optical_pixels += int(ok[own].sum())
+            if self.sar_layer is not None and ok.any():
+                s, sar_ok = self.sar_layer.read(t.window)
+                ok &= sar_ok
+                self.sar_pixels += int(ok[own].sum())
+            else:
+                s = np.zeros((2, *ok.shape), np.float32)
+            if not ok.any():
+                # nothing to predict, but the tile still closes its cells (in any order)
+                self.blender.add(t, None, ok)
+                self.bar.update(1)
+                continue
+            self.batch.append((t, x, s, ok))
+            if len(self.batch) == self.options.batch_size:
+                self._run_batch()
+        if self.batch:
+            self._run_batch()
+
+    def _run_batch(self) -> None:
+        batch, stats = self.batch, self.stats
+        x = torch.from_numpy(np.stack([b[1] for b in batch])).to(self.device)
+        s = torch.from_numpy(np.stack([b[2] for b in batch])).to(self.device) if self.sar_layer else None
+        y = self.predict({"cloudy": x, "sar": s}).detach().to("cpu", torch.float64).numpy()
+        if y.shape != (len(batch), 4, *batch[0][1].shape[-2:]):
+            raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        for (t, _, _, ok), values in zip(batch, y):
+            if not np.isfinite(values).all():
+                stats.nonfinite_tiles += 1  # the blender drops those pixels
+            self.blender.add(t, values, ok)
+        stats.batches += 1
+        stats.tiles_run += len(batch)
+        stats.peak_pending_bytes = max(stats.peak_pending_bytes, self.blender.pending_bytes)
+        self.bar.update(len(batch))
+        batch.clear()
+
+    def _write_cells(self, window: Window, values: np.ndarray, valid: np.ndarray) -> None:
+        """Encode finished blended cells into the work file (the blender's callback)."""
+        optical = self.optical
+        encoded = optical.encode(np.maximum(values, 0.0), valid)
+        if self.mask_layer is not None:
+            # clear pixels with input data keep their input values exactly (even without SAR);
+            # outside the mask raster is "clear"
+            cloud, _ = self.mask_layer.read(window)
+            raw = optical.read_raw(window)
+            clear = (np.nan_to_num(cloud[0], nan=0.0) == 0) & optical.read_valid(window, raw)
+            encoded[:, clear] = raw[:, clear]
+            valid = valid | clear
+        self.valid_pixels += int(valid.sum())
+        self.dst.write(encoded, window=window)
+        if self.use_mask:
+            self.dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
 
 
 def _own_spans(starts: Sequence[int], length: int) -> list[tuple[int, int]]:
@@ -255,18 +325,6 @@ def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> tupl
     return layer, covered
 
 
-def _work_profile(optical: OpticalScene) -> dict[str, Any]:
-    """An uncompressed tiled GeoTIFF to write cells into (compression happens once, in the COG copy).
-
-    It declares the input's no-data value, or none (invalid pixels are then marked by a mask).
-    """
-    src = optical.src
-    nodata = optical.out_nodata
-    return dict(driver="GTiff", width=src.width, height=src.height, count=4, dtype=optical.dtype.name,
-                crs=src.crs, transform=src.transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
-                BIGTIFF="IF_SAFER", interleave="pixel")
-
-
 def _copy_band_metadata(optical: OpticalScene, dst: Any) -> None:
     src = optical.src
     order = [optical.bands[i] for i in optical.file_order]
@@ -277,13 +335,6 @@ def _copy_band_metadata(optical: OpticalScene, dst: Any) -> None:
     tags = src.tags()
     dst.update_tags(**{**tags, "AREA_OR_POINT": tags.get("AREA_OR_POINT", "Area")},
                     M3RCR_BANDS=",".join(map(str, order)))
-
-
-def _to_cog(work: Path, out: Path, float_data: bool) -> None:
-    """Copy the finished work file to a compressed cloud-optimized GeoTIFF with overviews."""
-    predictor = 3 if float_data else 2  # floating-point or horizontal-difference predictor
-    rasterio.shutil.copy(work, out, driver="COG", COMPRESS="DEFLATE", PREDICTOR=predictor, BLOCKSIZE=512,
-                         OVERVIEWS="AUTO", RESAMPLING="AVERAGE", BIGTIFF="IF_SAFER")
 
 
 def write_stats(path: str | Path, stats: PredictStats) -> None:

@@ -54,8 +54,9 @@ def blend_ramp(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.
 
 
 @dataclass(frozen=True)
-class Tile:
-    """One tile: its index in raster order and its window."""
+class PredictionWindow:
+    """One prediction tile of a :class:`PredictionGrid`: its index in raster order, its (row, column) in the
+    grid of tiles, and its window of the scene."""
 
     index: int
     row: int
@@ -63,8 +64,11 @@ class Tile:
     window: Window
 
 
-class TileGrid:
-    """Overlapping tiles over a (height, width) grid, with blending weights and cell bookkeeping."""
+class PredictionGrid:
+    """Overlapping prediction tiles over a (height, width) scene, with blending weights and cell bookkeeping.
+
+    (Not the tiling of a scene into dataset tiles: that is :class:`m3rcr.data.build.SceneTiling`.)
+    """
 
     def __init__(self, height: int, width: int, tile: int, overlap: int) -> None:
         self.height, self.width, self.overlap = height, width, overlap
@@ -80,19 +84,19 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.rows) * len(self.cols)
 
-    def __iter__(self) -> Iterator[Tile]:
+    def __iter__(self) -> Iterator[PredictionWindow]:
         for i, r in enumerate(self.rows):
             for j, c in enumerate(self.cols):
-                yield Tile(i * len(self.cols) + j, i, j, Window(c, r, self.tile_w, self.tile_h))
+                yield PredictionWindow(i * len(self.cols) + j, i, j, Window(c, r, self.tile_w, self.tile_h))
 
-    def weights(self, tile: Tile) -> np.ndarray:
+    def weights(self, tile: PredictionWindow) -> np.ndarray:
         """(h, w) blending weights of a tile."""
         return np.outer(self._wy[tile.row], self._wx[tile.col])
 
     def _cells(self, edges: list[int], start: int, size: int) -> range:
         return range(bisect.bisect_left(edges, start), bisect.bisect_left(edges, start + size))
 
-    def cells_of(self, tile: Tile) -> Iterator[tuple[int, int]]:
+    def cells_of(self, tile: PredictionWindow) -> Iterator[tuple[int, int]]:
         """(cell row, cell column) indices of the cells a tile covers."""
         w = tile.window
         for ci in self._cells(self.row_edges, w.row_off, w.height):
@@ -124,14 +128,14 @@ class Blender:
     tile gave a finite value.
     """
 
-    def __init__(self, grid: TileGrid, channels: int, write: CellWriter) -> None:
+    def __init__(self, grid: PredictionGrid, channels: int, write: CellWriter) -> None:
         self.grid, self.channels, self.write = grid, channels, write
         self._pending: dict[tuple[int, int], list] = {}
         self._remaining: dict[tuple[int, int], int] = {}
         self.peak_cells = 0
         self.cells_written = 0
 
-    def add(self, tile: Tile, values: np.ndarray | None, valid: np.ndarray) -> None:
+    def add(self, tile: PredictionWindow, values: np.ndarray | None, valid: np.ndarray) -> None:
         """Add a tile's prediction (channels, h, w), or None for a tile with no valid pixel."""
         g = self.grid
         weights = g.weights(tile) if values is not None else None

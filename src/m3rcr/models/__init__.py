@@ -1,7 +1,8 @@
-"""Cloud-removal networks, created by name from a registry."""
+"""Cloud-removal networks, created by name from a registry; the model contract they follow."""
 
+from m3rcr.models.base import CloudRemovalModel, ConfiguredModule, ModelSpec
 from m3rcr.models.checkpoint import load_model, load_segmentation_model, read_checkpoint, save_checkpoint
-from m3rcr.models.registry import create_model, list_models, register_model
+from m3rcr.models.registry import MODELS, create_model, list_models
 
-__all__ = ["create_model", "list_models", "load_model", "load_segmentation_model", "read_checkpoint", "register_model",
-           "save_checkpoint"]
+__all__ = ["MODELS", "CloudRemovalModel", "ConfiguredModule", "ModelSpec", "create_model", "list_models", "load_model",
+           "load_segmentation_model", "read_checkpoint", "save_checkpoint"]

@@ -17,12 +17,12 @@ back, so on sizes the authors' network accepts (multiples of 16) nothing changes
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import (
     DynamicFilterFusion,
     ModulatedDeformConv,
@@ -34,7 +34,6 @@ from m3rcr.models.blocks import (
     conv3x3,
     pad_to_multiple,
 )
-from m3rcr.models.registry import register_model
 
 
 def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -143,7 +142,7 @@ class AlignFuseBlock(nn.Module):
         return opt, sar
 
 
-class AlignCR(nn.Module):
+class AlignCR(CloudRemovalModel):
     """The Align-CR network; the defaults are the paper's configuration.
 
     Args:
@@ -192,15 +191,13 @@ class AlignCR(nn.Module):
     ) -> None:
         super().__init__()
         if war_linear_channels is None:
-            war_linear_channels = int(0.8 * features)
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+            war_linear_channels = self.config["war_linear_channels"] = int(0.8 * features)
         if out_channels != in_channels:
             raise ValueError("the long skip adds the cloudy input: out_channels must equal in_channels")
         if head_channels % 4:
             raise ValueError("head_channels must be divisible by 4 (pixel shuffle x2)")
-        self.use_sar = use_sar
         # the space-to-depth input must split into whole windows at every pyramid level
-        self.size_multiple = 2 * math.lcm(window, 4)
+        self.spec = ModelSpec(in_channels, out_channels, sar_channels if use_sar else 0, 2 * math.lcm(window, 4))
         self.opt_features = ShallowFeatures(4 * in_channels, features, war_blocks, war_expansion, war_linear_channels)
         self.sar_features = (ShallowFeatures(4 * sar_channels, features, war_blocks, war_expansion,
                                              war_linear_channels) if use_sar else None)
@@ -214,13 +211,13 @@ class AlignCR(nn.Module):
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
-        check_inputs(cloudy, sar, self.use_sar)
+        check_inputs(cloudy, sar, self.spec.uses_sar)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.size_multiple)
+        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple)
         first, opt = self.opt_features(F.pixel_unshuffle(x, 2))
         s = None
-        if self.use_sar:
-            s, _ = pad_to_multiple(sar, self.size_multiple)
+        if self.spec.uses_sar:
+            s, _ = pad_to_multiple(sar, self.spec.size_multiple)
             _, s = self.sar_features(F.pixel_unshuffle(s, 2))
         outputs = []
         for block in self.blocks:
@@ -230,7 +227,3 @@ class AlignCR(nn.Module):
         y = self.head(y)
         return y[..., :h, :w] + cloudy
 
-
-register_model("aligncr", AlignCR)
-register_model("aligncr_wo_sar", AlignCR, use_sar=False)
-register_model("aligncr_wo_align", AlignCR, use_align=False)

@@ -8,28 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from m3rcr.errors import DataError
-from m3rcr.models.registry import create_model
+from m3rcr.models.base import CloudRemovalModel, ConfiguredModule
+from m3rcr.models.registry import MODELS_BY_TASK
 from m3rcr.utils.files import atomic_path
 
 FORMAT = "m3rcr-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(model: ConfiguredModule, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save a registry model with its name and configuration (written atomically)."""
-    from m3rcr import __version__
+    from m3rcr.version import __version__
 
-    name = getattr(model, "registry_name", None)
-    if name is None or not hasattr(model, "config"):
-        raise ValueError("only models made by m3rcr.models.create_model can be saved this way")
+    if model.task not in MODELS_BY_TASK or model.registry_name is None:
+        raise ValueError("only models made from a registry (m3rcr.models.create_model, ...) can be saved this way")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "task": getattr(model, "task", "cloud_removal"),
-        "model": name,
+        "task": model.task,
+        "model": model.registry_name,
         "config": dict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": {"m3rcr_version": __version__, "torch_version": str(torch.__version__),
@@ -55,7 +54,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DataError(path, "cannot be read as an m3rcr checkpoint: not a PyTorch file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
+    except Exception as exc:
         raise DataError(path, f"cannot be read as an m3rcr checkpoint: {_load_failure(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         hint = " (a checkpoint of the authors' code? convert it with `m3rcr convert-checkpoint`)" \
@@ -83,30 +82,27 @@ def _load_failure(exc: BaseException) -> str:
     return first if len(first) <= 160 else first[:157] + "..."
 
 
-def load_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device | None = None) -> CloudRemovalModel:
     """The cloud-removal model stored in an m3rcr checkpoint, in eval mode, on ``device`` (default: CPU).
 
     Call it as ``model(cloudy, sar)`` with (B, 4, H, W) and (B, 2, H, W) tensors in [0, 1].
     """
-    return _load(path, device, "cloud_removal")
+    model = _load(path, device, "cloud_removal")
+    assert isinstance(model, CloudRemovalModel)  # what the cloud-removal registry builds
+    return model
 
 
-def load_segmentation_model(path: str | Path, device: str | torch.device | None = None) -> nn.Module:
+def load_segmentation_model(path: str | Path, device: str | torch.device | None = None) -> ConfiguredModule:
     """The land-cover segmentation model stored in an m3rcr checkpoint, in eval mode; ``model(image)`` gives logits."""
     return _load(path, device, "segmentation")
 
 
-def _load(path: str | Path, device: str | torch.device | None, task: str) -> nn.Module:
+def _load(path: str | Path, device: str | torch.device | None, task: str) -> ConfiguredModule:
     payload = read_checkpoint(path)
     found = payload.get("task", "cloud_removal")
     if found != task:
         raise DataError(path, f"is a {found.replace('_', '-')} checkpoint, not a {task.replace('_', '-')} one")
-    if task == "segmentation":
-        from m3rcr.models.segmentation import create_segmentation_model
-
-        model = create_segmentation_model(payload["model"], **payload["config"])
-    else:
-        model = create_model(payload["model"], **payload["config"])
+    model = MODELS_BY_TASK[task].build(payload["model"], **payload["config"])
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
         raise DataError(path, f"weights do not fit model {payload['model']!r}: missing {missing[:5]}, "

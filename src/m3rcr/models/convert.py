@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from m3rcr.errors import DataError
-from m3rcr.models.registry import create_model
+from m3rcr.models.checkpoint import save_checkpoint
+from m3rcr.models.registry import MODELS
 
 # authors' key -> our key, applied in order (the first matching rule wins)
 _RULES: list[tuple[str, str]] = [
@@ -150,7 +151,7 @@ def read_authors_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise DataError(path, f"holds objects that are not weights; refusing to unpickle them ({exc})") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise DataError(path, f"cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if isinstance(payload, dict):
         for key in ("network", "state_dict", "model"):
@@ -164,14 +165,12 @@ def read_authors_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def convert_checkpoint(src: str | Path, dst: str | Path) -> tuple[str, dict[str, Any]]:
     """Convert an authors' checkpoint to ours; return the model name and configuration."""
-    from m3rcr.models.checkpoint import save_checkpoint
-
     state = read_authors_checkpoint(src)
     try:
         name, config, ours = convert_state_dict(state)
     except (ValueError, KeyError) as exc:
         raise DataError(src, f"not an Align-CR checkpoint of the expected layout ({exc})") from None
-    model = create_model(name, **config)
+    model = MODELS.build(name, **config)
     missing, unexpected = model.load_state_dict(ours, strict=False)
     if missing or unexpected:
         raise DataError(src, f"weights do not fit the inferred {name} configuration: missing {missing[:5]}, "

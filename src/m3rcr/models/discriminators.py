@@ -5,30 +5,15 @@ Both take ``(condition, image)`` and return a map of real/fake logits (no sigmoi
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from m3rcr.models.base import ConfiguredModule
 from m3rcr.models.gan_layers import init_gan_weights
+from m3rcr.utils.registry import Registry
 
-_DISCRIMINATORS: dict[str, type[nn.Module]] = {}
-
-
-def _register(name: str):
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        _DISCRIMINATORS[name] = cls
-        return cls
-    return wrap
-
-
-def create_discriminator(name: str, **config: Any) -> nn.Module:
-    """Build a registered discriminator."""
-    if name not in _DISCRIMINATORS:
-        raise ValueError(f"unknown discriminator {name!r}; known: {', '.join(sorted(_DISCRIMINATORS))}")
-    model = _DISCRIMINATORS[name](**config)
-    model.registry_name = name
-    return model
+#: the discriminators by name: ``DISCRIMINATORS.build("patchgan", condition_channels=6, image_channels=4)``
+DISCRIMINATORS: Registry[ConfiguredModule] = Registry("discriminator")
 
 
 def _cbr(cin: int, cout: int, stride: int = 2, bias: bool = True) -> nn.Sequential:
@@ -36,8 +21,8 @@ def _cbr(cin: int, cout: int, stride: int = 2, bias: bool = True) -> nn.Sequenti
                          nn.LeakyReLU(0.2, inplace=True))
 
 
-@_register("two_stream")
-class TwoStreamDiscriminator(nn.Module):
+@DISCRIMINATORS.register("two_stream")
+class TwoStreamDiscriminator(ConfiguredModule):
     """McGAN / SpA-GAN discriminator: condition and image each through their own 4x4 stride-2 stem
     (32 channels, LeakyReLU), concatenated, three conv-BN-LeakyReLU stages to 512, a 3x3 conv to logits.
 
@@ -47,7 +32,6 @@ class TwoStreamDiscriminator(nn.Module):
     def __init__(self, condition_channels: int = 4, image_channels: int = 4, base_channels: int = 32,
                  init_std: float = 0.02) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         b = base_channels
         self.stem_condition = nn.Sequential(nn.Conv2d(condition_channels, b, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
         self.stem_image = nn.Sequential(nn.Conv2d(image_channels, b, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True))
@@ -59,14 +43,13 @@ class TwoStreamDiscriminator(nn.Module):
         return self.body(torch.cat([self.stem_condition(condition), self.stem_image(image)], dim=1))
 
 
-@_register("patchgan")
-class PatchDiscriminator(nn.Module):
+@DISCRIMINATORS.register("patchgan")
+class PatchDiscriminator(ConfiguredModule):
     """pix2pix 70x70 PatchGAN (n_layers 3) on cat(condition, image); needs H, W >= 24."""
 
     def __init__(self, condition_channels: int = 6, image_channels: int = 4, base_channels: int = 64,
                  layers: int = 3, init_std: float = 0.02) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         b = base_channels
         mods: list[nn.Module] = [nn.Conv2d(condition_channels + image_channels, b, 4, 2, 1),
                                  nn.LeakyReLU(0.2, inplace=True)]

@@ -7,14 +7,12 @@ skip to the cloudy optical input. No normalisation, no size constraint.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import check_inputs, conv3x3
-from m3rcr.models.registry import register_model
 
 
 class ScaledResBlock(nn.Module):
@@ -29,7 +27,7 @@ class ScaledResBlock(nn.Module):
         return x + self.body(x) * self.scale
 
 
-class DSen2CR(nn.Module):
+class DSen2CR(CloudRemovalModel):
     """DSen2-CR; the defaults are the published configuration (B = 16 blocks, F = 256 features, 0.1 scaling).
 
     ``use_sar=False`` drops the SAR input (an optical-only variant, not in the paper). ``residual_init``
@@ -39,10 +37,9 @@ class DSen2CR(nn.Module):
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, features: int = 256,
                  blocks: int = 16, res_scale: float = 0.1, use_sar: bool = True, residual_init: bool = True) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if out_channels != in_channels:
             raise ValueError("the long skip adds the cloudy input: out_channels must equal in_channels")
-        self.use_sar = use_sar
+        self.spec = ModelSpec(in_channels, out_channels, sar_channels if use_sar else 0)
         self.head = conv3x3(in_channels + (sar_channels if use_sar else 0), features)
         self.body = nn.Sequential(*(ScaledResBlock(features, res_scale) for _ in range(blocks)))
         self.tail = conv3x3(features, out_channels)
@@ -52,9 +49,7 @@ class DSen2CR(nn.Module):
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
-        check_inputs(cloudy, sar, self.use_sar)
-        x = torch.cat([cloudy, sar], dim=1) if self.use_sar else cloudy
+        check_inputs(cloudy, sar, self.spec.uses_sar)
+        x = torch.cat([cloudy, sar], dim=1) if self.spec.uses_sar else cloudy
         return cloudy + self.tail(self.body(F.relu(self.head(x))))
 
-
-register_model("dsen2cr", DSen2CR)

@@ -13,12 +13,11 @@ accepts the square size it was built for.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import (
     DynamicFilterFusion,
     ReconstructionHead,
@@ -28,7 +27,6 @@ from m3rcr.models.blocks import (
     conv3x3,
     pad_to_multiple,
 )
-from m3rcr.models.registry import register_model
 
 
 class GLFDenseLayer(nn.Module):
@@ -68,7 +66,7 @@ class GLFDenseBlock(nn.Module):
         return self.fuse_opt(a) + x, self.fuse_sar(a_sar) + x_sar
 
 
-class GLFCR(nn.Module):
+class GLFCR(CloudRemovalModel):
     """GLF-CR; the defaults are the published (and M3R-CR) configuration.
 
     Args:
@@ -80,17 +78,14 @@ class GLFCR(nn.Module):
         residual_init: start as the identity (see :class:`~m3rcr.models.blocks.ReconstructionHead`).
     """
 
-    use_sar = True  #: fuses SAR
-
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, features: int = 96,
                  growth: int = 48, layers_per_block: int = 5, blocks: int = 6, num_heads: int = 8, window: int = 8,
                  mlp_ratio: float = 2.0, drop_path: float = 0.2, filter_size: int = 5,
                  head_channels: int = 256, residual_init: bool = True) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if out_channels != in_channels:
             raise ValueError("the long skip adds the cloudy input: out_channels must equal in_channels")
-        self.size_multiple = 2 * window
+        self.spec = ModelSpec(in_channels, out_channels, sar_channels, 2 * window)
         self.conv1 = nn.Conv2d(4 * in_channels, features, 5, padding=2)
         self.conv2 = conv3x3(features, features)
         self.conv1_sar = nn.Conv2d(4 * sar_channels, features, 5, padding=2)
@@ -109,8 +104,8 @@ class GLFCR(nn.Module):
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
         check_inputs(cloudy, sar, True)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.size_multiple)
-        s, _ = pad_to_multiple(sar, self.size_multiple)
+        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple)
+        s, _ = pad_to_multiple(sar, self.spec.size_multiple)
         first = self.conv1(F.pixel_unshuffle(x, 2))  # no activation (unlike Align-CR)
         opt = self.conv2(first)
         s = self.conv2_sar(self.conv1_sar(F.pixel_unshuffle(s, 2)))
@@ -121,5 +116,3 @@ class GLFCR(nn.Module):
         y = self.head(self.gff(torch.cat(outputs, dim=1)) + first)
         return y[..., :h, :w] + cloudy
 
-
-register_model("glfcr", GLFCR)

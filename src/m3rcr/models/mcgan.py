@@ -9,11 +9,10 @@ least 256 so that the BatchNorm at the 1/128 bottleneck sees more than one value
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import check_inputs, pad_to_multiple
 from m3rcr.models.gan_layers import (
     NormAtTest,
@@ -22,7 +21,6 @@ from m3rcr.models.gan_layers import (
     per_sample,
     set_norm_at_test,
 )
-from m3rcr.models.registry import register_model
 
 
 def _down(cin: int, cout: int) -> nn.Sequential:
@@ -37,7 +35,7 @@ def _up(cin: int, cout: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class McGAN(nn.Module):
+class McGAN(CloudRemovalModel):
     """The McGAN generator: U-Net with 8 encoder stages (the first at full resolution).
 
     Args:
@@ -51,15 +49,13 @@ class McGAN(nn.Module):
         init_std: standard deviation of the N(0, std) weight initialisation (0.02).
     """
 
-    use_sar = False  #: single-image method
-
     def __init__(self, in_channels: int = 4, out_channels: int = 4, base_channels: int = 64, dropout: float = 0.5,
                  norm_at_test: NormAtTest = "sample", pad_mode: str = "reflect", init_std: float = 0.02) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         c = [base_channels * m for m in (1, 2, 4, 8, 8, 8, 8, 8)]
         self.pad_mode = pad_mode
-        self.size_multiple, self.min_size = 128, 256
+        self.spec = ModelSpec(in_channels, out_channels, sar_bands=0, size_multiple=128)  # single-image method
+        self.min_size = 256
         self.enc0 = nn.Sequential(nn.Conv2d(in_channels, c[0], 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
         self.enc = nn.ModuleList(_down(c[i], c[i + 1]) for i in range(7))
         # decoder stage k takes the previous stage concatenated with the matching encoder output
@@ -88,9 +84,7 @@ class McGAN(nn.Module):
         """``cloudy`` (B, 4, H, W) -> (B, 4, H, W); ``sar`` is ignored (single-image method)."""
         check_inputs(cloudy, sar, False)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.size_multiple, self.pad_mode, self.min_size)
+        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple, self.pad_mode, self.min_size)
         y = per_sample(self._forward, x) if (not self.training and self.norm_at_test == "sample") else self._forward(x)
         return y[..., :h, :w]
 
-
-register_model("mcgan", McGAN)

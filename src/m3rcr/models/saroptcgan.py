@@ -10,11 +10,10 @@ and evaluated on the same scale as every other method.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import check_inputs, pad_to_multiple
 from m3rcr.models.gan_layers import (
     NormAtTest,
@@ -23,10 +22,9 @@ from m3rcr.models.gan_layers import (
     per_sample,
     set_norm_at_test,
 )
-from m3rcr.models.registry import register_model
 
 
-class SAROptCGAN(nn.Module):
+class SAROptCGAN(CloudRemovalModel):
     """pix2pix U-Net generator (unet_256) on cat(cloudy optical, SAR).
 
     Args:
@@ -37,17 +35,14 @@ class SAROptCGAN(nn.Module):
         norm_at_test, pad_mode, init_std: as :class:`~m3rcr.models.mcgan.McGAN`.
     """
 
-    use_sar = True  #: fuses SAR
-
     def __init__(self, in_channels: int = 4, sar_channels: int = 2, out_channels: int = 4, base_channels: int = 64,
                  depth: int = 8, dropout: float = 0.5, rescale: bool = True, norm_at_test: NormAtTest = "sample",
                  pad_mode: str = "reflect", init_std: float = 0.02) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if depth < 5:
             raise ValueError("depth must be at least 5 (4 fixed outer stages and the innermost)")
         self.rescale, self.pad_mode, self.norm_at_test = rescale, pad_mode, norm_at_test
-        self.size_multiple = 2**depth
+        self.spec = ModelSpec(in_channels, out_channels, sar_channels, size_multiple=2**depth)
         c = [base_channels * m for m in (1, 2, 4, 8)] + [base_channels * 8] * (depth - 4)
         cin = in_channels + sar_channels
         self.down = nn.ModuleList()
@@ -89,10 +84,8 @@ class SAROptCGAN(nn.Module):
         x = self.condition(cloudy, sar)
         if self.rescale:
             x = 2 * x - 1
-        x, _ = pad_to_multiple(x, self.size_multiple, self.pad_mode)
+        x, _ = pad_to_multiple(x, self.spec.size_multiple, self.pad_mode)
         y = per_sample(self._forward, x) if (not self.training and self.norm_at_test == "sample") else self._forward(x)
         y = y[..., :h, :w]
         return (y + 1) / 2 if self.rescale else y
 
-
-register_model("saroptcgan", SAROptCGAN)

@@ -9,41 +9,20 @@ whose (R, G, B) first convolution is mapped onto the (B, G, R, NIR) bands).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
 from m3rcr.errors import DataError
+from m3rcr.models.base import ConfiguredModule
 from m3rcr.models.blocks import pad_to_multiple
+from m3rcr.utils.registry import Registry
 
-_SEGMENTATION: dict[str, type[nn.Module]] = {}
-
-
-def register_segmentation_model(name: str):
-    """Class decorator registering a segmentation network under ``name``."""
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        _SEGMENTATION[name] = cls
-        return cls
-    return wrap
+#: the segmentation networks by name
+SEGMENTATION_MODELS: Registry[ConfiguredModule] = Registry("segmentation model")
 
 
-def create_segmentation_model(name: str, **config: Any) -> nn.Module:
-    """Build a registered segmentation network."""
-    if name not in _SEGMENTATION:
-        raise ValueError(f"unknown segmentation model {name!r}; known: {', '.join(sorted(_SEGMENTATION))}")
-    model = _SEGMENTATION[name](**config)
-    model.registry_name = name
-    return model
-
-
-def list_segmentation_models() -> list[str]:
-    """Names of the registered segmentation networks."""
-    return sorted(_SEGMENTATION)
-
-
-@register_segmentation_model("deeplabv3plus")
-class DeepLabV3PlusLandCover(nn.Module):
+@SEGMENTATION_MODELS.register("deeplabv3plus")
+class DeepLabV3PlusLandCover(ConfiguredModule):
     """DeepLabv3+ (smp) on (B, 4, H, W) reflectance -> (B, classes, H, W) logits, for any H and W
     (padded by edge replication to a multiple of 16, the output stride, and cropped back).
 
@@ -54,14 +33,13 @@ class DeepLabV3PlusLandCover(nn.Module):
     """
 
     task = "segmentation"
+    unrecorded = ("weights",)  # loaded weights end up in the state dict itself
 
     def __init__(self, encoder: str = "resnet50", in_channels: int = 4, classes: int = 6,
                  weights: str | None = None) -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        self.config: dict[str, Any] = {"encoder": encoder, "in_channels": in_channels, "classes": classes,
-                                       "weights": None}  # loaded weights end up in the state dict itself
         self.net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
                                      classes=classes)
         if weights:
@@ -74,7 +52,7 @@ class DeepLabV3PlusLandCover(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise DataError(path, "weights file not found") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise DataError(path, f"cannot be read as a state dict ({type(exc).__name__}: {exc})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         if not isinstance(state, dict):

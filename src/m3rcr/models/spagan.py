@@ -10,15 +10,13 @@ are kept (``keep_unused=True``) so that parameter counts match, and receive no g
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import check_inputs
 from m3rcr.models.gan_layers import init_gan_weights
-from m3rcr.models.registry import register_model
 
 
 class Bottleneck(nn.Module):
@@ -81,7 +79,7 @@ class SpatialAttention(nn.Module):
         return torch.sigmoid(self.out(y))
 
 
-class SpAGAN(nn.Module):
+class SpAGAN(CloudRemovalModel):
     """The SpA-GAN generator.
 
     Args:
@@ -92,12 +90,10 @@ class SpAGAN(nn.Module):
         init_std: N(0, std) initialisation of every convolution (0.02).
     """
 
-    use_sar = False  #: single-image method
-
     def __init__(self, in_channels: int = 4, out_channels: int = 4, channels: int = 32, groups: int = 4,
                  blocks_per_group: int = 3, keep_unused: bool = True, init_std: float = 0.02) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.spec = ModelSpec(in_channels, out_channels)  # single-image method, any size
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
         self.pre = nn.ModuleList(Bottleneck(channels) for _ in range(3))
         self.attention = SpatialAttention(channels, keep_unused)  # shared by all groups
@@ -131,5 +127,3 @@ class SpAGAN(nn.Module):
         """``cloudy`` (B, 4, H, W) -> (B, 4, H, W); ``sar`` is ignored (single-image method)."""
         return self.forward_with_attention(cloudy, sar)[0]
 
-
-register_model("spagan", SpAGAN)

@@ -145,7 +145,7 @@ class TrainingCurves(Callback):
                     if v is not None and (validated or not k.startswith("val/"))})
         self.history = [h for h in self.history if h["epoch"] < row["epoch"]] + [row]
         if trainer.is_global_zero:
-            from m3rcr.reports.figures import training_curves
+            from m3rcr.training.curves import training_curves
             from m3rcr.utils.files import atomic_path
 
             fig = training_curves(self.history)

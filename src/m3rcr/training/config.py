@@ -3,20 +3,21 @@
 A configuration has these sections (every key optional; see ``configs/aligncr.yaml``)::
 
     seed: 0
-    task:     cloud_removal | segmentation                # segmentation: the land-cover model of the benchmark
-    model:    {name: aligncr, config: {...}}              # m3rcr.models.create_model
-    loss:     {name: cloud_charbonnier, config: {...}}    # m3rcr.training.losses
-    gan:      {discriminator, discriminator_config, adversarial_weight, reconstruction_weight,
-               attention_weight, d_loss_scale, d_lr}          # only for the GAN baselines
-    optim:    {lr, align_lr, betas, weight_decay}
-    schedule: {kind: step | linear | constant, constant_epochs, step_epochs, gamma, decay_epochs}
-    data:     M3RCRDataModule arguments; batch_size is the GLOBAL batch (split over devices and nodes)
-    trainer:  lightning.Trainer arguments (max_epochs, accelerator, devices, num_nodes, strategy, precision,
-              gradient_clip_val, accumulate_grad_batches, ...)
-    run:      {dir, checkpoint_every_n_steps, progress_bar,
-               early_stopping: null | {patience, min_delta, monitor: val/loss, mode: min}}
-              progress_bar: true shows a bar on a terminal and plain lines (each epoch, and every minute)
-              when the output goes to a file; false shows neither
+    task:     cloud_removal | segmentation      # segmentation: the land-cover model of the benchmark
+    model:    {name: aligncr, config: {...}}    # a registered model and its constructor arguments
+    loss:     {name: cloud_charbonnier, config: {...}}   # a registered loss (m3rcr.training.losses.LOSSES)
+    gan:      GANConfig fields                  # only for the GAN baselines
+    optim:    OptimConfig fields
+    schedule: ScheduleConfig fields
+    data:     m3rcr.data.DataOptions: {name: m3rcr, root, batch_size, ...}; batch_size is the GLOBAL batch
+              (split over devices and nodes)
+    trainer:  lightning.Trainer arguments (max_epochs, accelerator, devices, num_nodes, strategy, precision, ...)
+    run:      RunConfig fields; early_stopping: null | true | EarlyStoppingConfig fields
+
+Each section is checked against what builds it: the registry entry's constructor signature (model, loss,
+gan.discriminator), the dataclasses of :mod:`m3rcr.training.settings` (whose fields and defaults are the only
+list of them), :func:`m3rcr.data.check_data_config` and ``lightning.Trainer``'s signature. An unknown key is an
+error naming the close spelling.
 
 Overrides are ``section.key=value`` strings whose values are parsed as YAML (``trainer.max_epochs=2``,
 ``model.config.features=32``, ``data.root=/data/m3rcr``).
@@ -25,48 +26,48 @@ Overrides are ``section.key=value`` strings whose values are parsed as YAML (``t
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import inspect
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+import lightning as L
 import yaml
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "task": "cloud_removal",
-    "model": {"name": "aligncr", "config": {}},
-    "loss": {"name": "cloud_charbonnier", "config": {}},
-    "optim": {"lr": 1e-4, "align_lr": 1e-5, "betas": [0.9, 0.999], "weight_decay": 0.0},
-    "schedule": {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5},
-    "data": {"root": "data/m3rcr", "batch_size": 12, "crop_size": 160, "sar_mode": "nearest"},
-    "trainer": {"max_epochs": 30, "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto",
-                "precision": "32-true", "log_every_n_steps": 50},
-    "run": {"dir": "runs/aligncr", "checkpoint_every_n_steps": None, "progress_bar": True, "early_stopping": None},
-}
-#: what ``run.early_stopping`` may set, and its defaults (stop when val/loss has not improved for 5 epochs)
-EARLY_STOPPING_DEFAULTS: dict[str, Any] = {"monitor": "val/loss", "mode": "min", "patience": 5, "min_delta": 0.0}
-_SECTIONS = {"seed", "task", "model", "loss", "gan", "optim", "schedule", "data", "trainer", "run"}
-_FIXED_KEYS = {
-    "model": {"name", "config"},
-    "loss": {"name", "config"},
-    "optim": {"lr", "align_lr", "betas", "weight_decay"},
-    "schedule": {"kind", "constant_epochs", "step_epochs", "gamma", "decay_epochs"},
-    "gan": {"discriminator", "discriminator_config", "adversarial_weight", "reconstruction_weight",
-            "attention_weight", "d_loss_scale", "d_lr"},
-    "run": {"dir", "checkpoint_every_n_steps", "progress_bar", "early_stopping"},
-}
+from m3rcr.data import check_data_config
+from m3rcr.models.discriminators import DISCRIMINATORS
+from m3rcr.models.registry import MODELS_BY_TASK
+from m3rcr.training.losses import LOSSES
+from m3rcr.training.settings import (
+    Component,
+    EarlyStoppingConfig,
+    GANConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+    plain,
+)
+from m3rcr.utils.registry import Registry, RegistryError
 
+S = TypeVar("S")
 
-_NUMERIC_TRAINER_KEYS = {
-    "max_epochs", "min_epochs", "max_steps", "min_steps", "num_nodes", "log_every_n_steps", "accumulate_grad_batches",
-    "gradient_clip_val", "limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval",
-    "check_val_every_n_epoch", "num_sanity_val_steps",
-}
+#: Trainer arguments that the run sets itself, and where a configuration says what it wants instead
+_SET_BY_RUN = {"logger": "the run logs to RUN/logs", "callbacks": "see the run section",
+               "default_root_dir": "set run.dir", "enable_progress_bar": "set run.progress_bar"}
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid."""
+
+
+def defaults() -> dict[str, Any]:
+    """The configuration every file and override is applied to (from :class:`TrainConfig`'s defaults)."""
+    return plain(TrainConfig())
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,6 +79,20 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file of sections (``what`` names it in errors: "configuration", "benchmark configuration")."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: a {what} must be a mapping of sections")
+    return dict(loaded)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -102,18 +117,9 @@ def parse_override(text: str) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Defaults, updated by the YAML file, then by the overrides; validated."""
-    config = copy.deepcopy(DEFAULTS)
+    config = defaults()
     if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: configuration file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: a configuration must be a mapping of sections")
-        config = deep_merge(config, loaded)
+        config = deep_merge(config, read_yaml_mapping(path, "configuration"))
     for text in overrides:
         config = deep_merge(config, parse_override(text))
     validate(config)
@@ -121,97 +127,197 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def validate(config: Mapping[str, Any]) -> None:
-    """Refuse unknown sections and keys (typos would otherwise be silently ignored)."""
-    import lightning as L
+    """Refuse unknown sections and keys (typos would otherwise be silently ignored) and invalid values."""
+    parse_config(config)
 
-    from m3rcr.data.datamodule import M3RCRDataModule
-    from m3rcr.models.registry import list_models
-    from m3rcr.training.losses import create_loss
 
-    unknown = set(config) - _SECTIONS
+def parse_config(config: Mapping[str, Any]) -> TrainConfig:
+    """The checked, typed form of a configuration (sections it lacks take their defaults)."""
+    config = deep_merge(defaults(), config)
+    sections = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = [key for key in config if key not in sections]
     if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)}; sections: {sorted(_SECTIONS)}")
-    for section, allowed in _FIXED_KEYS.items():
-        extra = set(config.get(section) or {}) - allowed
-        if extra:
-            raise ConfigError(f"unknown key(s) {sorted(extra)} in '{section}'; allowed: {sorted(allowed)}")
-    data_keys = set(inspect.signature(M3RCRDataModule).parameters)
-    extra = set(config["data"]) - data_keys
-    if extra:
-        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'data'; allowed: {sorted(data_keys)}")
-    trainer_keys = set(inspect.signature(L.Trainer).parameters) - {"logger", "callbacks", "default_root_dir"}
-    extra = set(config["trainer"]) - trainer_keys
-    if extra:
-        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'trainer'; see lightning.Trainer")
-    for key in ("lr", "align_lr", "weight_decay"):
-        value = config["optim"].get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ConfigError(f"optim.{key} must be a number, got {value!r}")
-    for key in _NUMERIC_TRAINER_KEYS & set(config["trainer"]):
-        value = config["trainer"][key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ConfigError(f"trainer.{key} must be a number, got {value!r}")
+        raise ConfigError(f"unknown section(s) {_spelled(unknown, sections)}; sections: {sorted(sections)}")
+    hints = typing.get_type_hints(TrainConfig)
+    for key in ("seed", "task"):
+        _check_type(config[key], hints[key], key)
+    parsed = TrainConfig(
+        seed=config["seed"], task=config["task"],
+        model=_component(config["model"], MODELS_BY_TASK[config["task"]], "model"),
+        loss=_component(config["loss"], LOSSES, "loss"),
+        optim=parse_section(OptimConfig, config["optim"], "optim"),
+        schedule=parse_section(ScheduleConfig, config["schedule"], "schedule"),
+        gan=None if config["gan"] is None else _gan(config["gan"]),
+        data=_data(config["data"]), trainer=_trainer(config["trainer"]), run=_run(config["run"]))
+    if parsed.gan is not None:
+        if parsed.task == "segmentation":
+            raise ConfigError("a segmentation run has no gan section")
+        if parsed.trainer.get("accumulate_grad_batches", 1) not in (1, None):
+            raise ConfigError("GAN training updates both networks every step: accumulate_grad_batches must be 1")
+    return parsed
+
+
+def parse_section(cls: type[S], values: Any, where: str) -> S:
+    """``cls`` (a settings dataclass) from a configuration mapping: keys checked against its fields, values
+    against their types; ``where`` names the section in messages."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping of {', '.join(fields)}")
+    unknown = [key for key in values if key not in fields]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {_spelled(unknown, fields)} in '{where}'; allowed: {sorted(fields)}")
+    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]} is required")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        _check_type(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else copy.deepcopy(v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _component(values: Any, registry: Registry[Any], where: str) -> Component:
+    """A ``{name, config}`` section naming an entry of ``registry``, its arguments checked against the
+    constructor's signature."""
+    if isinstance(values, Mapping):
+        stray = [key for key in values if key not in ("name", "config")]
+        name = values.get("name")
+        if stray and isinstance(name, str) and name in registry and all(
+                key in registry.entry(name).parameters() for key in stray):
+            raise ConfigError(f"{where}: constructor arguments go under {where}.config: write "
+                              + ", ".join(f"{where}.config.{key}" for key in stray))
+    comp = parse_section(Component, values, where)
+    if comp.name not in registry:
+        hint = difflib.get_close_matches(str(comp.name), registry.names(), n=1)
+        more = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"{where}.name {comp.name!r} is not a {registry.kind}{more}; "
+                          f"known: {', '.join(registry.names())}")
+    try:
+        registry.check(comp.name, comp.config)
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    return comp
+
+
+def _gan(values: Any) -> GANConfig:
+    gan = parse_section(GANConfig, values, "gan")
+    if gan.discriminator not in DISCRIMINATORS:
+        raise ConfigError(f"gan.discriminator {gan.discriminator!r} is not a discriminator; "
+                          f"known: {', '.join(DISCRIMINATORS.names())}")
+    try:
+        DISCRIMINATORS.check(gan.discriminator, gan.discriminator_config)
+    except RegistryError as exc:
+        raise ConfigError(f"gan.discriminator_config: {exc}") from None
+    return gan
+
+
+def _data(values: Any) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ConfigError("data must be a mapping (m3rcr.data.DataOptions: name, root, batch_size, ...)")
+    if "seed" in values:
+        raise ConfigError("data.seed: the validation hold-out uses the top-level seed; set seed instead")
+    try:
+        check_data_config(values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("data") else f"data: {exc}") from None
+    return dict(values)
+
+
+def _trainer(values: Any) -> dict[str, Any]:
+    """``lightning.Trainer`` arguments, checked against its signature and annotations."""
+    if not isinstance(values, Mapping):
+        raise ConfigError("trainer must be a mapping of lightning.Trainer arguments")
+    params = inspect.signature(L.Trainer).parameters
+    for key, why in _SET_BY_RUN.items():
+        if key in values:
+            raise ConfigError(f"trainer.{key} cannot be set: {why}")
+    allowed = [name for name in params if name not in _SET_BY_RUN]
+    unknown = [key for key in values if key not in allowed]
+    if unknown:
+        raise ConfigError(f"unknown key(s) {_spelled(unknown, allowed)} in 'trainer'; see lightning.Trainer")
+    hints = typing.get_type_hints(L.Trainer.__init__)
+    for key, value in values.items():
+        _check_type(value, hints.get(key, Any), f"trainer.{key}")
     # Lightning reads max_epochs -1 as "train forever" and 0 as "train nothing" (exiting as if done)
-    epochs = config["trainer"].get("max_epochs")
+    epochs = values.get("max_epochs")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be at least 1, got {epochs} (bound a run by trainer.max_steps "
                           "instead, if that is what you want)")
-    batch = config["data"].get("batch_size")
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise ConfigError(f"data.batch_size must be a whole number >= 1, got {batch!r}")
-    early_stopping(config)
-    if config.get("task") not in ("cloud_removal", "segmentation"):
-        raise ConfigError(f"task must be cloud_removal or segmentation, got {config.get('task')!r}")
-    if config["task"] == "cloud_removal" and config["model"].get("name") not in list_models():
-        raise ConfigError(f"model.name {config['model'].get('name')!r} is not a model ({', '.join(list_models())})")
-    if config["task"] == "segmentation":
-        from m3rcr.models.segmentation import list_segmentation_models
-
-        if config["model"]["name"] not in list_segmentation_models():
-            raise ConfigError(f"model.name {config['model']['name']!r} is not a segmentation model "
-                              f"({', '.join(list_segmentation_models())})")
-        if config.get("gan") is not None:
-            raise ConfigError("a segmentation run has no gan section")
-    if not isinstance(config["model"].get("config") or {}, Mapping):
-        raise ConfigError("model.config must be a mapping of constructor arguments")
-    try:
-        create_loss(config["loss"]["name"], **(config["loss"].get("config") or {}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss: {exc}") from None
-    from m3rcr.training.module import SCHEDULE_DEFAULTS, lr_factor
-
-    try:
-        lr_factor(0, **{**SCHEDULE_DEFAULTS, **config["schedule"]})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"schedule: {exc}") from None
-    if config.get("gan") is not None:
-        if "discriminator" not in config["gan"]:
-            raise ConfigError("gan.discriminator is required (two_stream or patchgan)")
-        if config["trainer"].get("accumulate_grad_batches", 1) not in (1, None):
-            raise ConfigError("GAN training updates both networks every step: accumulate_grad_batches must be 1")
+    return dict(values)
 
 
-def early_stopping(config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The checked settings of ``run.early_stopping`` (None: train for all epochs)."""
-    es = (config.get("run") or {}).get("early_stopping")
+def _run(values: Any) -> RunConfig:
+    if not isinstance(values, Mapping):
+        raise ConfigError("run must be a mapping of " + ", ".join(f.name for f in dataclasses.fields(RunConfig)))
+    values = dict(values)
+    es = values.pop("early_stopping", None)
+    run = parse_section(RunConfig, values, "run")
     if es is None or es is False:
-        return None
-    if es is True:
-        es = {}
-    if not isinstance(es, Mapping):
+        return run
+    if es is not True and not isinstance(es, Mapping):
         raise ConfigError("run.early_stopping must be null, true or a mapping {patience, min_delta, monitor, mode}")
-    extra = set(es) - set(EARLY_STOPPING_DEFAULTS)
-    if extra:
-        raise ConfigError(f"unknown key(s) {sorted(extra)} in 'run.early_stopping'; "
-                          f"allowed: {sorted(EARLY_STOPPING_DEFAULTS)}")
-    out = {**EARLY_STOPPING_DEFAULTS, **es}
-    if isinstance(out["patience"], bool) or not isinstance(out["patience"], int) or out["patience"] < 1:
-        raise ConfigError(f"run.early_stopping.patience must be a whole number >= 1, got {out['patience']!r}")
-    if isinstance(out["min_delta"], bool) or not isinstance(out["min_delta"], int | float) or out["min_delta"] < 0:
-        raise ConfigError(f"run.early_stopping.min_delta must be a number >= 0, got {out['min_delta']!r}")
-    if out["mode"] not in ("min", "max"):
-        raise ConfigError(f"run.early_stopping.mode must be 'min' or 'max', got {out['mode']!r}")
-    return out
+    stop = parse_section(EarlyStoppingConfig, {} if es is True else es, "run.early_stopping")
+    return dataclasses.replace(run, early_stopping=stop)
+
+
+def _spelled(keys: Sequence[str], allowed: Sequence[str] | Mapping[str, Any]) -> str:
+    """``keys`` as a list, each with the close spelling among ``allowed`` if there is one."""
+    out = []
+    for key in keys:
+        close = difflib.get_close_matches(str(key), list(allowed), n=1)
+        out.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return "[" + ", ".join(out) + "]"
+
+
+def _describe(hint: Any) -> str:
+    """Words for what a type annotation allows, for error messages."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(arg) for arg in get_args(hint))
+    words = {type(None): "null", bool: "true or false", int: "a number (an integer)", float: "a number",
+             str: "a string"}
+    if hint in words:
+        return words[hint]
+    if origin in (tuple, list) or hint in (tuple, list):
+        return "a list"
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a configuration value fits a type annotation (annotations it cannot judge pass)."""
+    origin = get_origin(hint)
+    if hint is Any or isinstance(hint, TypeVar):
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in get_args(hint))
+    if origin is Literal:
+        return any(value == arg and type(value) is type(arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # a bool is an int to Python, not to a configuration
+        return isinstance(value, int | float if hint is float else int) and not isinstance(value, bool)
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, list | tuple):
+            return False
+        args = get_args(hint)
+        if origin is tuple and args and Ellipsis not in args:  # tuple[float, float]: that many, of those types
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    if not _matches(value, hint):
+        raise ConfigError(f"{where} must be {_describe(hint)}, got {value!r}")
 
 
 def dump(config: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Reconstruction losses, registered by name.
+"""Reconstruction losses, registered by name in :data:`LOSSES`.
 
 Every loss is computed per sample (mean over bands and pixels), then averaged over the batch, and
 takes ``(pred, target, cloudmask, cloudy)`` with the mask (B, H, W) and the cloudy input (B, C, H, W),
@@ -7,38 +7,21 @@ either of which may be None for losses that do not use it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_LOSSES: dict[str, type[nn.Module]] = {}
+from m3rcr.utils.registry import Registry
 
-
-def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator registering a loss under ``name``."""
-
-    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        _LOSSES[name] = cls
-        return cls
-
-    return wrap
-
-
-def create_loss(name: str, **config: Any) -> nn.Module:
-    """Build a registered loss."""
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(_LOSSES))}")
-    return _LOSSES[name](**config)
+#: the reconstruction losses by name: ``LOSSES.build("cloud_charbonnier", weight=5.0)``
+LOSSES: Registry[nn.Module] = Registry("loss")
 
 
 def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(1).mean()
 
 
-@register_loss("cloud_charbonnier")
+@LOSSES.register("cloud_charbonnier")
 class CloudWeightedCharbonnier(nn.Module):
     """``mean((1 + w M) ((y - y_ref)^2 + eps^2)^alpha)``: Charbonnier with extra weight on cloudy pixels.
 
@@ -57,7 +40,7 @@ class CloudWeightedCharbonnier(nn.Module):
         return _per_sample_mean(loss)
 
 
-@register_loss("l1")
+@LOSSES.register("l1")
 class L1(nn.Module):
     """Mean absolute error."""
 
@@ -66,7 +49,7 @@ class L1(nn.Module):
         return _per_sample_mean((pred - target).abs())
 
 
-@register_loss("l2")
+@LOSSES.register("l2")
 class L2(nn.Module):
     """Mean squared error."""
 
@@ -75,7 +58,7 @@ class L2(nn.Module):
         return _per_sample_mean((pred - target) ** 2)
 
 
-@register_loss("carl")
+@LOSSES.register("carl")
 class CloudAdaptiveL1(nn.Module):
     """DSen2-CR's cloud-adaptive regularised L1 loss (CARL)::
 

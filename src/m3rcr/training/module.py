@@ -10,47 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from m3rcr.evaluation.metrics import mae, psnr
-from m3rcr.models import create_model
-from m3rcr.models.discriminators import create_discriminator
-from m3rcr.training.losses import adversarial_loss, create_loss
-
-SCHEDULE_DEFAULTS: dict[str, Any] = {"kind": "step", "constant_epochs": 10, "step_epochs": 5, "gamma": 0.5,
-                                     "decay_epochs": 0}
-
-
-def step_decay(epoch: int, constant_epochs: int, step_epochs: int, gamma: float) -> float:
-    """Learning-rate factor: 1 for the first ``constant_epochs``, then x ``gamma`` every ``step_epochs``.
-
-    The paper: 1e-4 for epochs 0-9, 5e-5 for 10-14, 2.5e-5 for 15-19, ...
-    """
-    if epoch < constant_epochs:
-        return 1.0
-    return gamma ** ((epoch - constant_epochs) // step_epochs + 1)
+from m3rcr.models.base import CloudRemovalModel
+from m3rcr.models.discriminators import DISCRIMINATORS
+from m3rcr.models.registry import MODELS
+from m3rcr.models.segmentation import SEGMENTATION_MODELS
+from m3rcr.training.losses import LOSSES, adversarial_loss
+from m3rcr.training.settings import Component, GANConfig, OptimConfig, ScheduleConfig, plain
 
 
-def lr_factor(epoch: int, kind: str = "step", constant_epochs: int = 10, step_epochs: int = 5, gamma: float = 0.5,
-              decay_epochs: int = 0) -> float:
-    """Learning-rate factor of an epoch (0-based) under a schedule.
-
-    ``step``: :func:`step_decay`. ``linear``: pix2pix's policy, constant for ``constant_epochs`` then
-    linearly towards 0 over ``decay_epochs``. ``constant``: always 1.
-    """
-    if kind == "constant":
-        return 1.0
-    if kind == "step":
-        return step_decay(epoch, constant_epochs, step_epochs, gamma)
-    if kind == "linear":
-        if decay_epochs < 1:
-            raise ValueError("a linear schedule needs decay_epochs >= 1")
-        # pix2pix's rule, held at 0 after the decay (pix2pix simply stops there)
-        return max(0.0, 1.0 - max(0, epoch + 1 - constant_epochs) / float(decay_epochs + 1))
-    raise ValueError(f"schedule kind must be 'step', 'linear' or 'constant', got {kind!r}")
-
-
-def _scheduler(opt: torch.optim.Optimizer, schedule: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:
-    sched = {**SCHEDULE_DEFAULTS, **(schedule or {})}
-    lr_factor(0, **sched)  # validate now rather than at the first epoch
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(epoch, **sched))
+def _scheduler(opt: torch.optim.Optimizer, schedule: ScheduleConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    # a lambda, not the bound method: LambdaLR saves no state for plain functions, and the state is read back
+    # with weights_only=True
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: schedule.factor(epoch))
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -71,10 +42,14 @@ def generator_loss(adversarial: torch.Tensor, reconstruction: torch.Tensor, atte
 
 
 class _ImageToImage(L.LightningModule):
-    """What both trainers share: prediction, the reconstruction loss and validation."""
+    """What both trainers share: the network, the reconstruction loss, the optimiser and schedule settings,
+    prediction and validation."""
 
-    net: torch.nn.Module
-    loss_fn: torch.nn.Module
+    def __init__(self, model: Component, loss: Component, optim: OptimConfig, schedule: ScheduleConfig) -> None:
+        super().__init__()
+        self.net: CloudRemovalModel = MODELS.build(model.name, **model.config)
+        self.loss_fn: torch.nn.Module = LOSSES.build(loss.name, **loss.config)
+        self.optim, self.schedule = optim, schedule
 
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(cloudy, sar)
@@ -99,30 +74,19 @@ class CloudRemovalModule(_ImageToImage):
     """Trains ``model`` (a registry name and its configuration) to predict the cloud-free image.
 
     Args:
-        model, model_config: the network (``m3rcr.models.create_model(model, **model_config)``).
-        loss, loss_config: the reconstruction loss (``m3rcr.training.losses``).
-        lr: Adam learning rate of the network; ``align_lr`` for parameters of alignment modules
-            (names containing ``.align.``), as in the paper (1e-4 and 1e-5).
-        betas, weight_decay: Adam settings.
-        schedule: learning-rate schedule (see :func:`lr_factor`), stepped every epoch.
+        model: the network (``m3rcr.models.MODELS``).
+        loss: the reconstruction loss (``m3rcr.training.losses.LOSSES``).
+        optim: Adam settings; ``align_lr`` applies to the parameters of alignment modules (names containing
+            ``.align.``), as in the paper (1e-4 and 1e-5).
+        schedule: learning-rate schedule, stepped every epoch.
     """
 
-    def __init__(
-        self,
-        model: str = "aligncr",
-        model_config: dict[str, Any] | None = None,
-        loss: str = "cloud_charbonnier",
-        loss_config: dict[str, Any] | None = None,
-        lr: float = 1e-4,
-        align_lr: float | None = 1e-5,
-        betas: tuple[float, float] | list[float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        schedule: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = create_model(model, **(model_config or {}))
-        self.loss_fn = create_loss(loss, **(loss_config or {}))
+    def __init__(self, model: Component, loss: Component, optim: OptimConfig | None = None,
+                 schedule: ScheduleConfig | None = None) -> None:
+        super().__init__(model, loss, optim or OptimConfig(), schedule or ScheduleConfig())
+        # plain values: Lightning writes them to the logs and into the training state, read with weights_only=True
+        self.save_hyperparameters(plain({"model": model, "loss": loss, "optim": self.optim,
+                                         "schedule": self.schedule}))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._reconstruction(self._predict(batch), batch)
@@ -131,62 +95,43 @@ class CloudRemovalModule(_ImageToImage):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+        o = self.optim
         align = [p for n, p in self.net.named_parameters() if ".align." in n]
         rest = [p for n, p in self.net.named_parameters() if ".align." not in n]
-        groups = [{"params": rest, "lr": hp.lr, "name": "network"}]
+        groups = [{"params": rest, "lr": o.lr, "name": "network"}]
         if align:
-            groups.append({"params": align, "lr": hp.align_lr if hp.align_lr is not None else hp.lr, "name": "align"})
-        opt = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, hp.schedule), "interval": "epoch"}}
+            groups.append({"params": align, "lr": o.align_lr if o.align_lr is not None else o.lr, "name": "align"})
+        opt = torch.optim.Adam(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, self.schedule), "interval": "epoch"}}
 
 
 class GANModule(_ImageToImage):
-    """Conditional-GAN training of a generator ``model`` against ``discriminator``, with manual optimisation.
+    """Conditional-GAN training of a generator ``model`` against ``gan.discriminator``, with manual optimisation.
 
     Each step first updates the discriminator on (condition, real) vs (condition, generated) pairs,
     then the generator on ``adversarial_weight * adversarial + reconstruction_weight * loss
-    + attention_weight * MSE(attention map, cloud mask)`` (the last only for generators with
-    ``forward_with_attention``, i.e. SpA-GAN). The condition is the generator's input
-    (``model.condition(cloudy, sar)``).
+    + attention_weight * MSE(attention map, cloud mask)`` (the last only for generators whose
+    ``forward_with_attention`` gives a map, i.e. SpA-GAN). The condition is the generator's input
+    (``model.condition(cloudy, sar)``: the ``spec.input_bands`` bands it reads).
 
     Args:
-        d_loss_scale: factor of the discriminator loss (1 for McGAN / SpA-GAN, 0.5 for pix2pix).
-        d_lr: the discriminator's learning rate (default: ``lr``).
+        model, loss: as :class:`CloudRemovalModule`; ``loss`` is the reconstruction term (L1 in all three GANs).
+        gan: the discriminator and the weights of the objective (``d_lr`` None: ``optim.lr``).
+        optim, schedule: for both networks (``align_lr`` is unused: GANs have no alignment blocks).
         gradient_clip_val: clip each network's gradient norm (manual optimisation cannot use the Trainer's).
-        Others: as :class:`CloudRemovalModule`; ``loss`` is the reconstruction term (L1 in all three GANs).
     """
 
-    def __init__(
-        self,
-        model: str = "mcgan",
-        model_config: dict[str, Any] | None = None,
-        loss: str = "l1",
-        loss_config: dict[str, Any] | None = None,
-        discriminator: str = "two_stream",
-        discriminator_config: dict[str, Any] | None = None,
-        adversarial_weight: float = 1.0,
-        reconstruction_weight: float = 100.0,
-        attention_weight: float = 0.0,
-        d_loss_scale: float = 1.0,
-        lr: float = 2e-4,
-        d_lr: float | None = None,
-        betas: tuple[float, float] | list[float] = (0.5, 0.999),
-        weight_decay: float = 0.0,
-        schedule: dict[str, Any] | None = None,
-        gradient_clip_val: float | None = None,
-        align_lr: float | None = None,  # accepted for a uniform configuration; GANs have no alignment blocks
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+    def __init__(self, model: Component, loss: Component, gan: GANConfig, optim: OptimConfig | None = None,
+                 schedule: ScheduleConfig | None = None, gradient_clip_val: float | None = None) -> None:
+        super().__init__(model, loss, optim or OptimConfig(), schedule or ScheduleConfig())
+        self.gan, self.gradient_clip_val = gan, gradient_clip_val
+        self.save_hyperparameters(plain({"model": model, "loss": loss, "gan": gan, "optim": self.optim,
+                                         "schedule": self.schedule, "gradient_clip_val": gradient_clip_val}))
         self.automatic_optimization = False
-        self.net = create_model(model, **(model_config or {}))
-        self.loss_fn = create_loss(loss, **(loss_config or {}))
-        cfg = self.net.config
-        probe = (torch.zeros(1, cfg.get("in_channels", 4), 1, 1), torch.zeros(1, cfg.get("sar_channels", 2), 1, 1))
-        d_config = {"condition_channels": self.net.condition(*probe).shape[1],
-                    "image_channels": cfg.get("out_channels", 4), **(discriminator_config or {})}
-        self.disc = create_discriminator(discriminator, **d_config)
+        spec = self.net.spec
+        self.disc = DISCRIMINATORS.build(gan.discriminator, **{"condition_channels": spec.input_bands,
+                                                               "image_channels": spec.optical_out,
+                                                               **gan.discriminator_config})
 
     def _step(self, opt: Any, loss: torch.Tensor) -> None:
         opt.zero_grad()
@@ -195,16 +140,16 @@ class GANModule(_ImageToImage):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # runs inside opt.step(), after fp16 gradients have been unscaled: clip the true gradients
-        if self.hparams.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
                                 gradient_clip_algorithm="norm")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        hp = self.hparams
+        hp = self.gan
         opt_g, opt_d = self.optimizers()
         cloudy, sar, real = batch["cloudy"], batch["sar"], batch["cloudfree"]
         attention = None
-        if hp.attention_weight and hasattr(self.net, "forward_with_attention"):
+        if hp.attention_weight:
             fake, attention = self.net.forward_with_attention(cloudy, sar)
         else:
             fake = self.net(cloudy, sar)
@@ -237,11 +182,11 @@ class GANModule(_ImageToImage):
             sched.step()
 
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
-        hp = self.hparams
-        opt_g = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        opt_d = torch.optim.Adam(self.disc.parameters(), lr=hp.d_lr if hp.d_lr is not None else hp.lr,
-                                 betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        return [opt_g, opt_d], [_scheduler(opt_g, hp.schedule), _scheduler(opt_d, hp.schedule)]
+        o, d_lr = self.optim, self.gan.d_lr
+        opt_g = torch.optim.Adam(self.net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        opt_d = torch.optim.Adam(self.disc.parameters(), lr=d_lr if d_lr is not None else o.lr, betas=o.betas,
+                                 weight_decay=o.weight_decay)
+        return [opt_g, opt_d], [_scheduler(opt_g, self.schedule), _scheduler(opt_d, self.schedule)]
 
 
 class SegmentationModule(L.LightningModule):
@@ -252,28 +197,28 @@ class SegmentationModule(L.LightningModule):
     over the validation set.
     """
 
-    def __init__(self, model: str = "deeplabv3plus", model_config: dict[str, Any] | None = None, lr: float = 1e-4,
-                 betas: tuple[float, float] | list[float] = (0.9, 0.999), weight_decay: float = 0.0,
-                 schedule: dict[str, Any] | None = None, input: str = "cloudfree", ignore_index: int = 6) -> None:
+    def __init__(self, model: Component, optim: OptimConfig | None = None, schedule: ScheduleConfig | None = None,
+                 input: str = "cloudfree", ignore_index: int = 6) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        from m3rcr.models.segmentation import create_segmentation_model
-
-        self.net = create_segmentation_model(model, **(model_config or {}))
-        self.num_classes = self.net.config.get("classes", 6)
+        self.input, self.ignore_index = input, ignore_index
+        self.optim, self.schedule = optim or OptimConfig(), schedule or ScheduleConfig()
+        self.save_hyperparameters(plain({"model": model, "optim": self.optim, "schedule": self.schedule,
+                                         "input": input, "ignore_index": ignore_index}))
+        self.net = SEGMENTATION_MODELS.build(model.name, **model.config)
+        self.num_classes: int = self.net.config["classes"]
         self._val_cm: torch.Tensor | None = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        valid = target != self.hparams.ignore_index
+        valid = target != self.ignore_index
         if not valid.any():  # a crop with only unknown land cover: nothing to learn from
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=self.hparams.ignore_index)
+        return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch[self.hparams.input]), batch["landcover"])
+        loss = self._loss(self(batch[self.input]), batch["landcover"])
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["landcover"]),
                  sync_dist=True)
         return loss
@@ -284,10 +229,10 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         from m3rcr.evaluation.confusion import confusion_matrix
 
-        logits = self(batch[self.hparams.input])
+        logits = self(batch[self.input])
         target = batch["landcover"]
         self.log("val/loss", self._loss(logits, target), on_epoch=True, batch_size=len(target), sync_dist=True)
-        self._val_cm += confusion_matrix(logits.argmax(1), target, self.num_classes, self.hparams.ignore_index)
+        self._val_cm += confusion_matrix(logits.argmax(1), target, self.num_classes, self.ignore_index)
 
     def on_validation_epoch_end(self) -> None:
         from m3rcr.evaluation.confusion import miou, pixel_accuracy
@@ -300,6 +245,6 @@ class SegmentationModule(L.LightningModule):
                 self.log(key, value, prog_bar=key == "val/miou", rank_zero_only=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, hp.schedule), "interval": "epoch"}}
+        o = self.optim
+        opt = torch.optim.Adam(self.net.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": _scheduler(opt, self.schedule), "interval": "epoch"}}

@@ -28,7 +28,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from m3rcr.data.datamodule import M3RCRDataModule
+from m3rcr.data import DataOptions
+from m3rcr.data.datamodule import CloudRemovalDataModule
 from m3rcr.errors import DataError
 from m3rcr.training.callbacks import (
     ExportCheckpoints,
@@ -37,13 +38,16 @@ from m3rcr.training.callbacks import (
     SaveTrainingState,
     TrainingCurves,
 )
-from m3rcr.training.config import ConfigError, dump, early_stopping, load_config
+from m3rcr.training.config import ConfigError, dump, load_config, parse_config
 from m3rcr.training.module import CloudRemovalModule, GANModule, SegmentationModule
+from m3rcr.training.settings import TrainConfig
 from m3rcr.utils.files import atomic_path
 from m3rcr.utils.progress import is_terminal
 from m3rcr.utils.provenance import environment
 
 STATE = Path("state") / "last.ckpt"
+#: what :func:`build` trains: a segmentation network, a GAN, or any other cloud-removal network
+TrainingModule = CloudRemovalModule | GANModule | SegmentationModule
 
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API at every epoch
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -111,51 +115,38 @@ def _record(run_dir: Path, config: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(history, indent=1))
 
 
-def _trainer(config: dict[str, Any], run_dir: Path, strategy: Any = None, resume: bool = False) -> L.Trainer:
-    tcfg = dict(config["trainer"])
-    if config.get("gan") is not None:
+def _trainer(cfg: TrainConfig, run_dir: Path, strategy: Any = None, resume: bool = False) -> L.Trainer:
+    tcfg = dict(cfg.trainer)
+    if cfg.gan is not None:
         tcfg.pop("gradient_clip_val", None)  # manual optimisation: the GAN module clips itself
     if strategy is not None:
         tcfg["strategy"] = strategy
-    state = SaveTrainingState(run_dir / STATE, config["run"].get("checkpoint_every_n_steps"))
-    monitor = "val/miou" if config.get("task") == "segmentation" else "val/psnr"
+    state = SaveTrainingState(run_dir / STATE, cfg.run.checkpoint_every_n_steps)
+    monitor = "val/miou" if cfg.task == "segmentation" else "val/psnr"
     callbacks = [state, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
                  LearningRateMonitor(logging_interval="epoch"), TrainingCurves(run_dir / "training_curves.png")]
-    stop = early_stopping(config)
+    stop = cfg.run.early_stopping
     if stop is not None:
         # checked at the end of each training epoch, after validation, like the checkpoints above
-        callbacks.append(EarlyStopping(monitor=stop["monitor"], mode=stop["mode"], patience=stop["patience"],
-                                       min_delta=stop["min_delta"], check_on_train_epoch_end=True, strict=True,
+        callbacks.append(EarlyStopping(monitor=stop.monitor, mode=stop.mode, patience=stop.patience,
+                                       min_delta=stop.min_delta, check_on_train_epoch_end=True, strict=True,
                                        verbose=False))
     # Lightning's bar redraws itself on stdout with carriage returns: only on a terminal; in a log, plain lines
-    progress = bool(config["run"].get("progress_bar", True))
-    bar = progress and is_terminal(sys.stdout)
-    if progress and not bar:
+    bar = cfg.run.progress_bar and is_terminal(sys.stdout)
+    if cfg.run.progress_bar and not bar:
         callbacks.append(ProgressLog(PROGRESS_INTERVAL))
     loggers = [ResumableCSVLogger(run_dir / "logs", name="csv", version="", resume=resume),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
     return L.Trainer(**tcfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers, enable_progress_bar=bar)
 
 
-def _module(config: dict[str, Any]) -> L.LightningModule:
-    optim = config["optim"]
-    common: dict[str, Any] = {
-        "model": config["model"]["name"], "model_config": dict(config["model"].get("config") or {}),
-        "loss": config["loss"]["name"], "loss_config": dict(config["loss"].get("config") or {}),
-        "lr": optim["lr"], "align_lr": optim.get("align_lr"), "betas": list(optim["betas"]),
-        "weight_decay": optim["weight_decay"], "schedule": dict(config["schedule"]),
-    }
-    gan = config.get("gan")
-    if config.get("task") == "segmentation":
-        return SegmentationModule(model=common["model"], model_config=common["model_config"], lr=common["lr"],
-                                  betas=common["betas"], weight_decay=common["weight_decay"],
-                                  schedule=common["schedule"])
-    if gan is not None:
-        gan = dict(gan)
-        return GANModule(**common, discriminator=gan.pop("discriminator"),
-                         discriminator_config=dict(gan.pop("discriminator_config", None) or {}),
-                         gradient_clip_val=config["trainer"].get("gradient_clip_val"), **gan)
-    return CloudRemovalModule(**common)
+def _module(cfg: TrainConfig) -> TrainingModule:
+    """The LightningModule of a configuration: the task and the gan section choose it."""
+    if cfg.task == "segmentation":
+        return SegmentationModule(cfg.model, cfg.optim, cfg.schedule)
+    if cfg.gan is not None:
+        return GANModule(cfg.model, cfg.loss, cfg.gan, cfg.optim, cfg.schedule, cfg.trainer.get("gradient_clip_val"))
+    return CloudRemovalModule(cfg.model, cfg.loss, cfg.optim, cfg.schedule)
 
 
 @rank_zero_only
@@ -168,39 +159,44 @@ def _hint_workers(num_workers: int, trainer: L.Trainer) -> None:
               f"has cores for up to data.num_workers={suggested}", file=sys.stderr, flush=True)
 
 
+def _data_options(cfg: TrainConfig) -> DataOptions:
+    # the validation hold-out follows the experiment's seed
+    return DataOptions.from_section({**cfg.data, "seed": cfg.seed})
+
+
 def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_data: bool = False
-          ) -> tuple[L.Trainer, L.LightningModule, M3RCRDataModule]:
+          ) -> tuple[L.Trainer, TrainingModule, CloudRemovalDataModule]:
     """Trainer, module and data for a configuration (``resume``: continuing the run in ``run_dir``).
 
     The module, and with ``setup_data`` the data lists, are made before the Trainer, so that a bad setting
     fails with its own message before Lightning prints its banner.
     """
-    module = _module(config)
-    data = dict(config["data"])
-    batch = int(data.pop("batch_size"))
-    data["root"] = str(data["root"])
-    datamodule = M3RCRDataModule(batch_size=batch, seed=config["seed"], **data)
+    cfg = parse_config(config)
+    module = _module(cfg)
+    options = _data_options(cfg)
+    batch = options.batching.batch_size
+    datamodule = CloudRemovalDataModule(options)
     if setup_data:
         datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
-    trainer = _trainer(config, run_dir, resume=resume)
-    if trainer.world_size > 1 and config["trainer"].get("strategy") in ("auto", "ddp", None):
+    trainer = _trainer(cfg, run_dir, resume=resume)
+    if trainer.world_size > 1 and cfg.trainer.get("strategy") in ("auto", "ddp", None):
         # Align-CR's last SAR update feeds nothing (as in the authors' network): DDP must allow it
-        trainer = _trainer(config, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume)
+        trainer = _trainer(cfg, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume)
     if batch % trainer.world_size:
         raise ConfigError(f"data.batch_size {batch} (the global batch) does not split over {trainer.world_size} "
                           f"processes")
     # each process loads its share of the global batch (the number of processes is the Trainer's to find)
-    datamodule.hparams.batch_size = batch // trainer.world_size
+    datamodule.use_batch_size(batch // trainer.world_size)
     if setup_data and datamodule.val_dataset is None:
         # no validation data (val_fraction 0): skip the loop rather than hand Lightning an empty loader
         trainer.limit_val_batches = 0
-    _hint_workers(datamodule.hparams.num_workers, trainer)
+    _hint_workers(options.batching.num_workers, trainer)
     return trainer, module, datamodule
 
 
 def check_data_root(config: dict[str, Any]) -> None:
     """Refuse a ``data.root`` that is not a folder, naming the setting (the default is a placeholder)."""
-    root = Path(config["data"]["root"])
+    root = Path(DataOptions.from_section(config["data"]).root)
     if not root.is_dir():
         raise DataError(root, "no such dataset folder; set data.root=PATH (a folder with train/ and train.csv)")
 

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from affine import Affine
-from torch.utils.data import Dataset
 
 from m3rcr.data import io
+from m3rcr.data.datasets.base import (
+    DATASETS,
+    BandGroup,
+    CloudRemovalDataset,
+    DatasetSpec,
+    Sampling,
+    size_pair,
+)
 from m3rcr.data.layout import SampleFiles, check_files_exist, list_split
 from m3rcr.data.preprocess import (
+    LEVEL1_CLASSES,
+    OPTICAL_BANDS,
+    OPTICAL_SCALE,
+    SAR_BANDS,
+    SAR_DB_RANGE,
     NanFill,
     cloud_cover,
     fill_nan,
@@ -23,6 +35,7 @@ from m3rcr.data.preprocess import (
 )
 from m3rcr.data.resample import Interpolation, check_same_crs, reproject_to_grid, upsample_nearest
 from m3rcr.data.sar_units import check_sar_units
+from m3rcr.data.scene import Grid
 from m3rcr.data.transforms import Dihedral, crop_window, grid_step
 from m3rcr.errors import DataError
 
@@ -30,7 +43,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Placement = Literal["native", "nearest", "geo"]
-CropMode = Literal["random", "center"]
 
 #: Official M3R-CR tile sizes: optical 300x300 at 3 m, SAR and land cover 90x90 at 10 m.
 OPTICAL_SIZE = (300, 300)
@@ -38,17 +50,6 @@ SAR_SIZE = (90, 90)
 #: What to do with S1 tiles that look like linear power: the loader reads sigma0 in dB, as M3R-CR stores it.
 SAR_TILE_ADVICE = {"linear": "M3R-CR S1 tiles hold sigma0 in dB: convert linear power with 10 * log10(value) "
                              "(m3rcr build-dataset does it when given --sar-units linear)"}
-
-
-def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"expected a positive size or (height, width) pair, got {size}")
-    return size  # type: ignore[return-value]
 
 
 def affine_to_tensor(transform: Affine) -> torch.Tensor:
@@ -61,7 +62,8 @@ def tensor_to_affine(values: torch.Tensor | Sequence[float]) -> Affine:
     return Affine(*(float(v) for v in values))
 
 
-class M3RCRDataset(Dataset):
+@DATASETS.register("m3rcr")
+class M3RCRDataset(CloudRemovalDataset):
     """One split of an M3R-CR dataset in the official layout.
 
     Each item is a dict:
@@ -85,97 +87,92 @@ class M3RCRDataset(Dataset):
     Args:
         root: dataset root holding ``<split>/`` folders and ``<split>.csv`` lists.
         split: split name, e.g. ``train`` or ``test``.
-        csv: a split list to use instead of ``ROOT/<split>.csv``; without either, the folder is scanned.
+        files: a split list (CSV) to use instead of ``ROOT/<split>.csv``, or the samples themselves; without
+            either, the folder is scanned. Every listed file must exist.
+        sampling: crop and augmentation (:class:`~m3rcr.data.datasets.base.Sampling`; default: whole tiles).
+            In ``native`` mode crops start on multiples of 10 optical pixels (3 SAR pixels), so both grids cover
+            the same ground, and the crop size must be such a multiple.
         sar_mode: ``nearest`` resizes the 90x90 SAR array to the optical size by nearest neighbour
             (the paper's protocol); ``geo`` reprojects it onto the optical grid from both files'
             georeferences; ``native`` keeps the 10 m grid.
         sar_resampling: ``nearest`` or ``bilinear``, for ``geo`` mode.
         landcover_mode: as ``sar_mode`` for the land-cover map (always nearest); default: ``sar_mode``.
         landcover_level: 1 (7 DeepGlobe classes, 6 = unknown) or 2 (the 11 WorldCover classes).
-        crop_size: crop to this size (int or (height, width)) on the optical grid; None keeps the full tile.
-            In ``native`` mode crops start on multiples of 10 optical pixels (3 SAR pixels), so both
-            grids cover the same ground, and the size must be such a multiple.
-        crop: ``random`` (training) or ``center`` (evaluation).
-        augment: random flips and quarter turns, the same for every modality.
         nan_fill: fill NaN pixels with the whole ``image`` mean (the authors' rule) or each ``band``'s.
-        optical_size, sar_size: required raster sizes (None accepts any size).
-        seed: if given, the random crop and augmentation of item ``i`` depend only on (seed, i,
-            epoch) (see :meth:`set_epoch`); otherwise they come from torch's global generator, which
-            DataLoader workers seed from the main process.
-        check_files: check on construction that every listed file exists.
+        official_sizes: require the official 300x300 optical and 90x90 SAR tiles; False accepts any size
+            (tiles cut by ``m3rcr build-dataset`` with another ``--tile``).
     """
+
+    spec: ClassVar[DatasetSpec] = DatasetSpec(
+        name="m3rcr",
+        groups=(BandGroup("optical", OPTICAL_BANDS, 3.0), BandGroup("sar", SAR_BANDS, 10.0),
+                BandGroup("landcover", ("class",), 10.0), BandGroup("mask", ("cloud",), 3.0)),
+        rgb=("red", "green", "blue"),
+        nir="nir",
+        landcover_classes=LEVEL1_CLASSES,
+        optical_scale=OPTICAL_SCALE,
+        sar_db_range=SAR_DB_RANGE,
+    )
 
     def __init__(
         self,
         root: str | Path,
         split: str = "train",
-        csv: str | Path | None = None,
+        files: str | Path | Sequence[SampleFiles] | None = None,
         *,
+        sampling: Sampling | None = None,
         sar_mode: Placement = "nearest",
         sar_resampling: Interpolation = "nearest",
         landcover_mode: Placement | None = None,
         landcover_level: int = 1,
-        crop_size: int | Sequence[int] | None = None,
-        crop: CropMode = "center",
-        augment: bool = False,
         nan_fill: NanFill = "image",
-        optical_size: Sequence[int] | None = OPTICAL_SIZE,
-        sar_size: Sequence[int] | None = SAR_SIZE,
-        seed: int | None = None,
-        check_files: bool = True,
-        samples: Sequence[SampleFiles] | None = None,
+        official_sizes: bool = True,
     ) -> None:
         for name, value, allowed in (
             ("sar_mode", sar_mode, ("native", "nearest", "geo")),
             ("landcover_mode", landcover_mode, ("native", "nearest", "geo", None)),
             ("sar_resampling", sar_resampling, ("nearest", "bilinear")),
-            ("crop", crop, ("random", "center")),
             ("nan_fill", nan_fill, ("image", "band")),
             ("landcover_level", landcover_level, (1, 2)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        super().__init__(split, sampling)
         self.root = Path(root)
-        self.split = split
         self.sar_mode = sar_mode
         self.sar_resampling = sar_resampling
         self.landcover_mode = landcover_mode or sar_mode
         self.landcover_level = landcover_level
-        self.crop_size = _pair(crop_size)
-        self.crop = crop
-        self.augment = augment
         self.nan_fill = nan_fill
-        self.optical_size = _pair(optical_size)
-        self.sar_size = _pair(sar_size)
-        self.seed = seed
-        self.epoch = 0
-        self.samples: list[SampleFiles] = list(samples) if samples is not None else list_split(root, split, csv)
-        if check_files:
-            check_files_exist(self.samples)
+        self.optical_size = size_pair(OPTICAL_SIZE) if official_sizes else None
+        self.sar_size = size_pair(SAR_SIZE) if official_sizes else None
+        if files is None or isinstance(files, str | Path):
+            self.samples: list[SampleFiles] = list_split(root, split, files)
+        else:
+            self.samples = list(files)
+        check_files_exist(self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, samples={len(self)}, "
-                f"sar_mode={self.sar_mode!r}, landcover_mode={self.landcover_mode!r}, crop_size={self.crop_size}, "
-                f"crop={self.crop!r}, augment={self.augment})")
+                f"sar_mode={self.sar_mode!r}, landcover_mode={self.landcover_mode!r}, sampling={self.sampling})")
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make seeded random crops and augmentations differ between epochs."""
-        self.epoch = int(epoch)
+    @classmethod
+    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None) -> list[SampleFiles]:
+        """The split's samples from ``ROOT/<split>.csv`` (or ``csv``), or from scanning ``ROOT/<split>/``."""
+        return list_split(root, split, csv)
+
+    @classmethod
+    def holdout_group(cls, files: SampleFiles) -> str:
+        """M3R-CR holds out whole AOIs (the tiles of one AOI overlap in place and time)."""
+        return str(files.aoi)
 
     @property
     def names(self) -> list[str]:
         """Sample names in dataset order."""
         return [s.name for s in self.samples]
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.seed is None:
-            # data-parallel processes share the main generator's seed: tell their draws apart by rank
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            return np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), rank])
-        return np.random.default_rng([self.seed, index, self.epoch])
 
     # ------------------------------------------------------------------ reading
     def read_raw(self, index: int) -> dict[str, Any]:
@@ -208,8 +205,9 @@ class M3RCRDataset(Dataset):
             # the resized array spans the raster's own footprint with pixels of the new size
             return upsample_nearest(raster.array, optical.shape), raster.transform @ Affine.scale(w / W, h / H)
         check_same_crs(raster.crs, optical.crs, raster.path, optical.path)
-        out = reproject_to_grid(raster.array, raster.transform, raster.crs, optical.shape, optical.transform,
-                                optical.crs, resampling=resampling, where=raster.path)
+        out = reproject_to_grid(raster.array, raster.transform, raster.crs,
+                                Grid(optical.crs, optical.transform, *optical.shape), resampling=resampling,
+                                where=raster.path)
         return out, optical.transform
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -240,23 +238,24 @@ class M3RCRDataset(Dataset):
 
         opt_tf = cloudy_r.transform
         tile_cover = cloud_cover(mask)
-        rng = self._rng(index) if (self.augment or (self.crop_size and self.crop == "random")) else None
+        rng = self.item_rng(index)
+        sampling = self.sampling
         arrays = {"cloudy": cloudy, "cloudfree": cloudfree, "cloudmask": mask, "sar": sar, "landcover": landcover}
         grids = {"cloudy": opt_tf, "sar": sar_tf, "landcover": lc_tf}
         native = {k for k, m in (("sar", self.sar_mode), ("landcover", self.landcover_mode)) if m == "native"}
 
-        if self.crop_size is not None:
+        if sampling.crop_size is not None:
             step, fine, coarse = 1, 1, 1
             if native:
                 fine, coarse = grid_step(cloudy_r.shape[0], sar_r.shape[0])
                 if grid_step(cloudy_r.shape[1], sar_r.shape[1]) != (fine, coarse):
                     raise DataError(files.sar, "SAR and optical grids have different aspect ratios")
                 step = fine
-                if any(s % fine for s in self.crop_size):
+                if any(s % fine for s in sampling.crop_size):
                     raise ValueError(f"in native mode the crop size must be a multiple of {fine} optical pixels "
-                                     f"({coarse} SAR pixels) so both grids cover the same ground; got {self.crop_size}")
+                                     f"({coarse} SAR pixels) so both grids cover the same ground; got {sampling.crop_size}")
             try:
-                win = crop_window(cloudy_r.shape, self.crop_size, mode=self.crop, step=step, rng=rng)
+                win = crop_window(cloudy_r.shape, sampling.crop_size, mode=sampling.crop, step=step, rng=rng)
             except ValueError as exc:
                 raise DataError(files.cloudy, str(exc)) from None
             for key in arrays:
@@ -266,7 +265,7 @@ class M3RCRDataset(Dataset):
                 w = win.scaled(coarse, fine) if key in native else win
                 grids[key] = w.transform(grids[key])
 
-        if self.augment:
+        if sampling.augment:
             h, w = arrays["cloudy"].shape[-2:]
             aug = Dihedral.random(rng, square=(h == w))
             for key in grids:

@@ -1,6 +1,6 @@
 """Synthetic whole scenes: what a user brings instead of M3R-CR tiles.
 
-One call writes, for a landscape of :class:`~m3rcr.data.synthetic.Scene`:
+One call writes, for a :class:`~m3rcr.data.synthetic.landscape.Landscape`:
 
 * ``cloudy.tif`` and ``cloudfree.tif``: 4-band uint16 reflectance x 10000 on a 3 m UTM grid, no-data 0
   outside a rotated footprint (as in a PlanetScope scene);
@@ -17,21 +17,29 @@ Everything is generated strip by strip, so a scene of many thousand pixels needs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
-from m3rcr.data.synthetic import CLOUD, Scene, _backscatter_db, _Field, _majority, _reflectance, _to_uint16
-from m3rcr.utils.files import atomic_path
+from m3rcr.data.io import GeoTiffLayout, RasterSpec, geotiff_writer, write_geotiff
+from m3rcr.data.synthetic.landscape import (
+    CLOUD,
+    Landscape,
+    SmoothField,
+    backscatter_db,
+    majority,
+    reflectance,
+    to_uint16,
+)
 
 #: Planet legacy UDM bits.
 UDM_NODATA_BIT = 0
@@ -40,6 +48,9 @@ UDM_CLOUD_BIT = 1
 #: unit of the cloud field; flagging only the opaque core (as the first version did) left 15-20 px wide
 #: rims with up to 55 % cloud unflagged, which a method given the mask leaves as bright halos.
 MASK_OPACITY = 0.05
+#: Tiled and deflate-compressed like a delivered scene; no AREA_OR_POINT tag (earlier versions wrote none, and
+#: the same seed must give the same bytes).
+SCENE_LAYOUT = GeoTiffLayout(tiled=True, compress="deflate", area_or_point=None)
 
 
 @dataclass(frozen=True)
@@ -82,19 +93,12 @@ def _footprint(ys: np.ndarray, xs: np.ndarray, cfg: SceneConfig, shrink: float) 
     return (np.abs(u) <= w / 2 * scale) & (np.abs(v) <= h / 2 * scale)
 
 
-def _write(path: Path, array: np.ndarray, crs: str, transform: Affine, nodata: float | None,
-           descriptions: tuple[str, ...] | None = None) -> None:
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", dtype=array.dtype.name, count=array.shape[0],
-                           height=array.shape[1], width=array.shape[2], crs=crs, transform=transform, nodata=nodata,
-                           tiled=True, compress="deflate") as dst:
-            dst.write(array)
-            if descriptions:
-                dst.descriptions = descriptions
-
-
 def generate_scene(out: str | Path, config: SceneConfig | None = None, seed: int = 0) -> dict[str, Path]:
-    """Write a synthetic scene to the folder ``out``; return the paths by kind."""
+    """Write a synthetic scene to the folder ``out``; return the paths by kind.
+
+    ``scene.json`` keeps the generator name ``m3rcr.data.synthetic_scene`` of earlier versions, so the same
+    seed gives the same files.
+    """
     cfg = config or SceneConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,10 +107,10 @@ def generate_scene(out: str | Path, config: SceneConfig | None = None, seed: int
     H, W = cfg.height, cfg.width
     x0, y0 = cfg.origin
     extent = max(H, W) * res
-    scene = Scene(rng, cfg.season, extent)
+    landscape = Landscape(rng, cfg.season, extent)
     ref = np.arange(0, extent, 10.0) + 5.0
-    scene.calibrate(ref, ref)
-    clouds = _Field(rng, extent + 400, dict(c1=600.0, c2=300.0, c3=120.0, c4=50.0, tex=40.0))
+    landscape.calibrate(ref, ref)
+    clouds = SmoothField(rng, extent + 400, dict(c1=600.0, c2=300.0, c3=120.0, c4=50.0, tex=40.0))
     xs = (np.arange(W) + 0.5) * res
     # the cloud threshold that gives the target cover, from a coarse reference grid
     coarse = np.arange(0, extent, 30.0) + 15.0
@@ -122,51 +126,45 @@ def generate_scene(out: str | Path, config: SceneConfig | None = None, seed: int
 
     t_opt = Affine(res, 0, x0, 0, -res, y0)
     paths = {k: out / f"{k}.tif" for k in ("cloudy", "cloudfree", "cloudmask", "udm", "sar", "landcover")}
-    profile = dict(driver="GTiff", crs=cfg.crs, transform=t_opt, height=H, width=W, tiled=True, compress="deflate")
     gain_free = rng.normal(1.0, 0.02, size=4)[:, None, None]
     gain_cloudy = rng.normal(1.0, 0.03, size=4)[:, None, None]
-    tmp = {k: paths[k].with_name(f".{k}.partial.tif") for k in ("cloudy", "cloudfree", "cloudmask", "udm")}
-    try:
-        with rasterio.open(tmp["cloudy"], "w", count=4, dtype="uint16", nodata=0, **profile) as d_cloudy, \
-                rasterio.open(tmp["cloudfree"], "w", count=4, dtype="uint16", nodata=0, **profile) as d_free, \
-                rasterio.open(tmp["cloudmask"], "w", count=1, dtype="uint8", nodata=None, **profile) as d_mask, \
-                rasterio.open(tmp["udm"], "w", count=1, dtype="uint8", nodata=None, **profile) as d_udm:
-            for d in (d_cloudy, d_free):
-                d.descriptions = ("blue", "green", "red", "nir")
-            for r0 in range(0, H, cfg.strip):
-                n = min(cfg.strip, H - r0)
-                ys = (np.arange(r0, r0 + n) + 0.5) * res
-                srng = np.random.default_rng([seed, 8, r0])
-                ground = _reflectance(scene.sample(ys, xs), srng, scene.water_tint)
-                f = cloud_field(ys, xs)
-                alpha = 0.95 * np.clip((f - t_cloud) / 0.5 + 0.5, 0.0, 1.0) ** 0.8
-                texture = 1.0 + 0.12 * clouds.on_grid("tex", ys, xs)
-                cloud_refl = np.asarray(CLOUD, float)[:, None, None] * texture[None]
-                cloudy = (ground * gain_cloudy) * (1 - alpha[None]) + cloud_refl * alpha[None]
-                valid_c = _footprint(ys, xs, cfg, 0.98)
-                valid_f = _footprint(ys + 2 * res, xs - 3 * res, cfg, 0.97)
-                win = Window(0, r0, W, n)
-                d_cloudy.write(np.where(valid_c, _to_uint16(cloudy), 0).astype(np.uint16), window=win)
-                d_free.write(np.where(valid_f, _to_uint16(ground * gain_free), 0).astype(np.uint16), window=win)
-                mask = (alpha >= MASK_OPACITY) & valid_c
-                d_mask.write(mask.astype(np.uint8)[None], window=win)
-                udm = (~valid_c).astype(np.uint8) << UDM_NODATA_BIT | mask.astype(np.uint8) << UDM_CLOUD_BIT
-                d_udm.write(udm[None], window=win)
-        for k, p in tmp.items():
-            p.replace(paths[k])
-    finally:
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
+    optical = RasterSpec(4, H, W, "uint16", cfg.crs, t_opt, nodata=0)
+    flags = RasterSpec(1, H, W, "uint8", cfg.crs, t_opt)
+    with contextlib.ExitStack() as stack:  # the four files appear together, only when all are complete
+        d_cloudy, d_free, d_mask, d_udm = (stack.enter_context(geotiff_writer(paths[k], spec, SCENE_LAYOUT))
+                                           for k, spec in (("cloudy", optical), ("cloudfree", optical),
+                                                           ("cloudmask", flags), ("udm", flags)))
+        for d in (d_cloudy, d_free):
+            d.descriptions = ("blue", "green", "red", "nir")  # before the pixels, as earlier versions did
+        for r0 in range(0, H, cfg.strip):
+            n = min(cfg.strip, H - r0)
+            ys = (np.arange(r0, r0 + n) + 0.5) * res
+            srng = np.random.default_rng([seed, 8, r0])
+            ground = reflectance(landscape.sample(ys, xs), srng, landscape.water_tint)
+            f = cloud_field(ys, xs)
+            alpha = 0.95 * np.clip((f - t_cloud) / 0.5 + 0.5, 0.0, 1.0) ** 0.8
+            texture = 1.0 + 0.12 * clouds.on_grid("tex", ys, xs)
+            cloud_refl = np.asarray(CLOUD, float)[:, None, None] * texture[None]
+            cloudy = (ground * gain_cloudy) * (1 - alpha[None]) + cloud_refl * alpha[None]
+            valid_c = _footprint(ys, xs, cfg, 0.98)
+            valid_f = _footprint(ys + 2 * res, xs - 3 * res, cfg, 0.97)
+            win = Window(0, r0, W, n)
+            d_cloudy.write(np.where(valid_c, to_uint16(cloudy), 0).astype(np.uint16), window=win)
+            d_free.write(np.where(valid_f, to_uint16(ground * gain_free), 0).astype(np.uint16), window=win)
+            mask = (alpha >= MASK_OPACITY) & valid_c
+            d_mask.write(mask.astype(np.uint8)[None], window=win)
+            udm = (~valid_c).astype(np.uint8) << UDM_NODATA_BIT | mask.astype(np.uint8) << UDM_CLOUD_BIT
+            d_udm.write(udm[None], window=win)
 
-    sar_db, landcover, t10 = _coarse_layers(scene, cfg, seed)
+    sar_db, landcover, t10 = _coarse_layers(landscape, cfg, seed)
     _write_reprojected(paths["sar"], sar_db, t10, cfg, "sar")
     _write_reprojected(paths["landcover"], landcover, t10, cfg, "landcover")
-    meta = {"generator": "m3rcr.data.synthetic_scene", "seed": seed, "config": asdict(cfg), "biome": scene.biome}
+    meta = {"generator": "m3rcr.data.synthetic_scene", "seed": seed, "config": asdict(cfg), "biome": landscape.biome}
     (out / "scene.json").write_text(json.dumps(meta, indent=1))
     return paths
 
 
-def _coarse_layers(scene: Scene, cfg: SceneConfig, seed: int) -> tuple[np.ndarray, np.ndarray, Affine]:
+def _coarse_layers(landscape: Landscape, cfg: SceneConfig, seed: int) -> tuple[np.ndarray, np.ndarray, Affine]:
     """SAR dB (2, h, w) and WorldCover codes (1, h, w) on a 10 m grid in the optical CRS covering the scene."""
     res = cfg.optical_res
     h = math.ceil(cfg.height * res / 10.0) + 2
@@ -179,9 +177,9 @@ def _coarse_layers(scene: Scene, cfg: SceneConfig, seed: int) -> tuple[np.ndarra
     for r0 in range(0, h, rows):
         n = min(rows, h - r0)
         ys = (np.arange(r0 * sub, (r0 + n) * sub) + 0.5) * (10.0 / sub) - 10.0
-        s = scene.sample(ys, xs)
-        sar[:, r0:r0 + n] = _backscatter_db(s, np.random.default_rng([seed, 9, r0]), sub)
-        lc[0, r0:r0 + n] = _majority(s["code"], sub)
+        s = landscape.sample(ys, xs)
+        sar[:, r0:r0 + n] = backscatter_db(s, np.random.default_rng([seed, 9, r0]), sub)
+        lc[0, r0:r0 + n] = majority(s["code"], sub)
     x0, y0 = cfg.origin
     return sar, lc, Affine(10.0, 0, x0 - 10.0, 0, -10.0, y0 + 10.0)
 
@@ -210,8 +208,8 @@ def _write_reprojected(path: Path, array: np.ndarray, src_t: Affine, cfg: SceneC
     reproject(src, dst, src_transform=src_t, src_crs=src_crs, dst_transform=transform, dst_crs=dst_crs,
               resampling=Resampling.bilinear if is_sar else Resampling.nearest,
               src_nodata=None, dst_nodata=np.nan if is_sar else 0)
-    _write(path, dst, dst_crs.to_string(), transform, np.nan if is_sar else 0,
-           ("VV", "VH") if is_sar else ("WorldCover",))
+    write_geotiff(path, dst, dst_crs.to_string(), transform, np.nan if is_sar else 0, SCENE_LAYOUT,
+                  descriptions=("VV", "VH") if is_sar else ("WorldCover",))
 
 
 def _bounds(t: Affine, h: int, w: int) -> tuple[float, float, float, float]:

@@ -1,149 +1,32 @@
-"""The whole benchmark in one command: train (or load) every method, evaluate each on the same split
-with the image, NDVI and semantic metrics, measure complexity, and write every table and figure.
-
-A benchmark configuration (``configs/benchmark.yaml``)::
-
-    out: runs/benchmark                  # default output folder (--out overrides)
-    data: {root, split: test, crop: null, synth: null}   # synth: {train, test, seed, ...} makes synthetic data if absent
-    overrides: [...]                     # applied to every training configuration (e.g. data.root=...)
-    seeds: [0, 1, 2]                     # optional: train every method once per seed (mean ± std in every table)
-    methods:                             # in table order
-      - {name: Cloudy, kind: cloudy}
-      - {name: Align-CR, config: configs/aligncr.yaml, overrides: [...], checkpoint: null, seeds: null}
-    segmentation: {config: configs/segmentation.yaml, overrides: [...], checkpoint: null}
-    complexity: {size: 160, repeats: 3, device: cpu}
-    evaluation: {batch_size: 4, device: auto, figure_count: 4, sar_mode: nearest}
-
-The output folder::
-
-    OUT/runs/<method>/seed<k>/ ...    training runs, one per seed (resumed if interrupted)
-    OUT/eval/<method>/seed<k>/ ...    m3rcr evaluate folders, with per-image metrics.csv and predictions/*.tif
-                                      (OUT/eval/<method>/ for the cloudy floor and methods given as a checkpoint)
-    OUT/semantic/ ...                 the semantic evaluation
-    OUT/complexity/<method>.json
-    OUT/report/                       report.md, results.json, every table (.md, .csv) and figure
-    OUT/benchmark_state.json          finished steps: an interrupted benchmark resumes without redoing them
-
-Without ``seeds`` a method is trained once, with the seed of its training configuration. Each step
-prints its time and an estimate of the time left (from the steps of the same kind already timed).
-"""
+"""The benchmark run: every step in order, recorded in ``OUT/benchmark_state.json`` (see :mod:`m3rcr.benchmark`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from m3rcr.training.config import ConfigError
-from m3rcr.utils.files import atomic_path, refuse_replacing
-
-STATE_FILE = "benchmark_state.json"
-
-
-def slug(name: str) -> str:
-    """A folder name for a method name ("Align-CR w/o SAR" -> "align-cr_w-o_sar")."""
-    return re.sub(r"[^a-z0-9.-]+", "_", name.lower().replace("/", "-")).strip("_") or "method"
-
-
-def load_benchmark_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a benchmark configuration."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: benchmark configuration not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    allowed = {"out", "data", "overrides", "seeds", "methods", "segmentation", "complexity", "evaluation"}
-    unknown = set(config) - allowed
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; sections: {sorted(allowed)}")
-    methods = config.get("methods") or []
-    if not methods:
-        raise ConfigError(f"{path}: no methods listed")
-    names = [m.get("name") for m in methods]
-    if None in names or len(set(map(slug, names))) != len(names):
-        raise ConfigError(f"{path}: every method needs a distinct name")
-    for m in methods:
-        kind = m.get("kind", "train")
-        if kind not in ("cloudy", "train"):
-            raise ConfigError(f"{path}: method {m['name']!r}: kind must be 'cloudy' or 'train'")
-        if kind == "train" and not (m.get("config") or m.get("checkpoint")):
-            raise ConfigError(f"{path}: method {m['name']!r} needs a training config or a checkpoint")
-        _check_seeds(m.get("seeds"), f"{path}: method {m['name']!r}")
-        if m.get("seeds") is not None and (kind != "train" or m.get("checkpoint")):
-            raise ConfigError(f"{path}: method {m['name']!r}: seeds only apply to methods that are trained")
-    _check_seeds(config.get("seeds"), str(path))
-    if not (config.get("data") or {}).get("root"):
-        raise ConfigError(f"{path}: data.root is required")
-    for entry in [*methods, config.get("segmentation") or {}]:
-        for key in ("config", "checkpoint"):
-            if entry.get(key):
-                entry[key] = str(_resolve(entry[key], path, key))
-    return config
-
-
-def _check_seeds(seeds: Any, where: str) -> None:
-    if seeds is None:
-        return
-    if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
-            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)):
-        raise ConfigError(f"{where}: seeds must be a list of distinct whole numbers >= 0, got {seeds!r}")
-
-
-def _resolve(value: str, config_file: Path, what: str) -> Path:
-    """A path from a benchmark configuration: as given (relative to the working directory), else relative
-    to the configuration's folder or the folder above it (where ``configs/`` usually lives)."""
-    candidates = [Path(value), config_file.parent / value, config_file.parent.parent / value]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise ConfigError(f"{config_file}: {what} {value!r} not found (looked in {', '.join(str(c) for c in candidates)})")
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short hash of JSON-able parts, to tell whether a finished step's inputs have changed."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_hash(path: str | Path | None) -> str | None:
-    if not path:
-        return None
-    p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else None
-
-
-def prepare_out(out: str | Path, overwrite: bool = False, inputs: Sequence[str | Path | None] = ()) -> bool:
-    """Check the benchmark folder ``out`` before a run; True when it holds a benchmark to continue.
-
-    A folder holding a benchmark (its state file or configuration) is continued, steps already done being skipped; with
-    ``overwrite`` it is deleted and the benchmark starts again. Any other non-empty folder is refused, with
-    or without ``overwrite``: it is not this tool's to delete; so is a folder holding one of ``inputs`` (the
-    data, given checkpoints) when ``overwrite`` would delete it.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return False
-    if not any((out / name).is_file() for name in (STATE_FILE, "benchmark_config.yaml")):
-        raise FileExistsError(f"{out}: exists, is not empty and holds no benchmark ({STATE_FILE}); choose a new "
-                              "folder")
-    if overwrite:
-        refuse_replacing(out, inputs, owned=lambda d: True, kind="benchmark")
-        shutil.rmtree(out)
-        return False
-    return True
+from m3rcr.benchmark.config import STATE_FILE, file_hash, fingerprint, semantic_source, slug, step_name
+from m3rcr.benchmark.report import write_report
+from m3rcr.data import M3RCRDataset, Sampling
+from m3rcr.evaluation.complexity import measure
+from m3rcr.evaluation.evaluate import EvalOptions
+from m3rcr.evaluation.semantic import SemanticOptions, predictions_source
+from m3rcr.inference.predictors import cloudy_predictor, model_predictor
+from m3rcr.models import load_model, load_segmentation_model
+from m3rcr.training.config import ConfigError, load_config
+from m3rcr.training.run import STATE, train
+from m3rcr.utils.device import resolve_device
+from m3rcr.utils.files import atomic_path
+from m3rcr.workflows import evaluate, semantic_evaluate
 
 
 class Benchmark:
@@ -221,8 +104,6 @@ class Benchmark:
         return f"about {_duration(left)} left ({len(self._left)} steps{', rough' if guess else ''})"
 
     def _device(self):
-        from m3rcr.utils.device import resolve_device
-
         return resolve_device(str(self.device), "evaluation.device")
 
     # ------------------------------------------------------------------ steps
@@ -245,14 +126,11 @@ class Benchmark:
                 f"run.dir={run_dir}"]
 
     def _train_fp(self, config_path: str, overrides: list[str], seed: int | None = None) -> str:
-        return fingerprint("train", config_path, _file_hash(config_path),
+        return fingerprint("train", config_path, file_hash(config_path),
                            self._overrides(overrides, Path("RUN"), seed))
 
     def _train(self, step: str, config_path: str, overrides: list[str], run_dir: Path, seed: int | None = None) -> None:
         """Train, or continue a run this same step started and did not finish (same inputs)."""
-        from m3rcr.training.config import load_config
-        from m3rcr.training.run import STATE, train
-
         all_overrides = self._overrides(overrides, run_dir, seed)
         resume = (run_dir / STATE).is_file() and self._resumable.get(step, False)
         if not resume and run_dir.exists():
@@ -279,8 +157,6 @@ class Benchmark:
         if seeds:
             return list(seeds)
         if method["name"] not in self._config_seed:
-            from m3rcr.training.config import load_config
-
             config = load_config(method["config"], self._overrides(list(method.get("overrides") or []), Path("RUN")))
             self._config_seed[method["name"]] = int(config["seed"])
         return [self._config_seed[method["name"]]]
@@ -308,16 +184,11 @@ class Benchmark:
                     self.run_dir(method, seed), seed)
 
     def _dataset(self):
-        from m3rcr.data import M3RCRDataset
-
         return M3RCRDataset(self.root, self.split, sar_mode=self.sar_mode,
-                            landcover_mode="geo" if self.sar_mode == "geo" else "nearest", crop_size=self.crop,
-                            crop="center")
+                            landcover_mode="geo" if self.sar_mode == "geo" else "nearest",
+                            sampling=Sampling(crop_size=self.crop, crop="center"))
 
     def evaluate_method(self, method: dict[str, Any], seed: int | None = None) -> None:
-        from m3rcr.evaluation.evaluate import cloudy_predictor, evaluate, model_predictor
-        from m3rcr.models import load_model
-
         device = self._device()
         if method.get("kind") == "cloudy":
             predict, settings = cloudy_predictor, {"checkpoint": None}
@@ -328,14 +199,11 @@ class Benchmark:
             model = load_model(ckpt, device=device)
             predict = model_predictor(model)
             settings = {"checkpoint": str(ckpt), "model": getattr(model, "registry_name", None), "seed": seed}
-        evaluate(predict, self._dataset(), self.eval_dir(method, seed), method["name"],
-                 batch_size=self.batch_size, device=device, save_predictions=True,
-                 figure_count=self.figure_count, settings=settings, progress=False, overwrite=True)
+        options = EvalOptions(batch_size=self.batch_size, device=device, save_predictions=True,
+                              figure_count=self.figure_count, settings=settings, progress=False)
+        evaluate(predict, self._dataset(), self.eval_dir(method, seed), method["name"], options, overwrite=True)
 
     def complexity(self, method: dict[str, Any]) -> None:
-        from m3rcr.evaluation.complexity import measure
-        from m3rcr.models import load_model
-
         cfg = self.config.get("complexity") or {}
         size = int(cfg.get("size", 160))
         model = load_model(self.checkpoint_of(method))
@@ -360,9 +228,6 @@ class Benchmark:
                     self.out / "runs" / "segmentation")
 
     def semantic(self) -> None:
-        from m3rcr.evaluation.semantic import predictions_source, semantic_evaluate
-        from m3rcr.models import load_segmentation_model
-
         device = self._device()
         sources: dict[str, Any] = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
         figure = {"Cloud-free": "Cloud-free", "Cloudy": "Cloudy"}  # source -> label in Fig. 7
@@ -374,14 +239,12 @@ class Benchmark:
                 name = semantic_source(m["name"], seed, len(seeds))
                 sources[name] = predictions_source(self.eval_dir(m, seed) / "predictions")
             figure[semantic_source(m["name"], seeds[0], len(seeds))] = m["name"]  # Fig. 7 shows the first seed
+        options = SemanticOptions(batch_size=self.batch_size, device=device, figure_count=min(self.figure_count, 3),
+                                  progress=False, figure_sources=figure)
         semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self._dataset(),
-                          sources, self.out / "semantic", batch_size=self.batch_size, device=device,
-                          figure_count=min(self.figure_count, 3), progress=False, figure_sources=figure,
-                          overwrite=True)
+                          sources, self.out / "semantic", options, overwrite=True)
 
     def report(self) -> None:
-        from m3rcr.reports.benchmark import write_report
-
         write_report(self)
 
     # ------------------------------------------------------------------ the whole run
@@ -412,7 +275,7 @@ class Benchmark:
                 source_fps[step_name("evaluate", m, None)] = fingerprint("cloudy")
             elif m.get("checkpoint"):
                 source_fps[step_name("evaluate", m, None)] = fingerprint("checkpoint", m["checkpoint"],
-                                                                     _file_hash(m["checkpoint"]))
+                                                                     file_hash(m["checkpoint"]))
             else:
                 for seed in self.seeds(m):
                     step = step_name("train", m, seed)
@@ -434,23 +297,13 @@ class Benchmark:
         seg = self.config.get("segmentation")
         if seg:
             if seg.get("checkpoint"):
-                seg_fp = fingerprint("checkpoint", seg["checkpoint"], _file_hash(seg["checkpoint"]))
+                seg_fp = fingerprint("checkpoint", seg["checkpoint"], file_hash(seg["checkpoint"]))
             else:
                 seg_fp = self._train_fp(seg["config"], list(seg.get("overrides") or []))
                 self._resumable["train:segmentation"] = self.started.get("train:segmentation") == seg_fp
                 steps.append(("train:segmentation", seg_fp, self.train_segmentation))
             steps.append(("semantic", fingerprint("semantic", seg_fp, source_fps, *eval_inputs), self.semantic))
         return steps
-
-
-def semantic_source(method: str, seed: int | None, runs: int) -> str:
-    """The name of one run of a method in the semantic evaluation ("Align-CR", or "Align-CR [seed 1]")."""
-    return method if runs == 1 or seed is None else f"{method} [seed {seed}]"
-
-
-def step_name(kind: str, method: dict[str, Any], seed: int | None) -> str:
-    """A step's name: ``train:align-cr:seed0``; without a seed (cloudy floor, given checkpoint) ``evaluate:cloudy``."""
-    return f"{kind}:{slug(method['name'])}" + ("" if seed is None else f":seed{seed}")
 
 
 def _kind(step: str) -> str:

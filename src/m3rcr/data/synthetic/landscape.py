@@ -1,42 +1,28 @@
-"""A synthetic M3R-CR generator: the official layout, dtypes and georeferencing, with plausible content.
+"""The synthetic landscape: land cover, optical spectra, SAR backscatter and clouds.
 
-Each area of interest (AOI) is a continuous scene defined in ground coordinates, so that the 3 m
-optical grid, the 10 m SAR and land-cover grids (offset from it by 1-2 m, as in the real data) and
-neighbouring patches all sample the same landscape:
+A :class:`Landscape` is a continuous scene in ground coordinates, so the 3 m optical grid, the 10 m
+SAR and land-cover grids and neighbouring tiles all sample the same ground:
 
-* land cover: crop and grass parcels, forest, rivers and lakes with wetland fringes, urban blocks,
-  bare ground, shrubland, snow in winter; written as WorldCover codes (majority of 3x3 sub-samples
-  per 10 m pixel).
-* optical: top-of-atmosphere reflectance x 10000 per class with parcel, row, crown and roof
-  texture; NDVI below 0 on water and above 0.4 on vegetation.
-* SAR: VV/VH sigma0 in dB per class (water dark, urban bright with strong point scatterers),
-  area-averaged over each 10 m pixel, with multiplicative speckle; its content is displaced by a
-  random misalignment of up to ``max_sar_shift_px`` optical pixels.
-* clouds: haze to opaque, with shadows; a blocky UDM-like mask whose coverage is spread evenly
-  over the five cloud-cover bins; the cloudy and cloud-free acquisitions differ slightly in
-  radiometry.
+* land cover (:meth:`Landscape.sample`): crop and grass parcels, forest, rivers and lakes with wetland
+  fringes, urban blocks, bare ground, shrubland, snow in winter, as WorldCover codes; :func:`majority`
+  turns 3x3 sub-samples into one 10 m pixel.
+* optical (:func:`reflectance`): top-of-atmosphere reflectance x 10000 per class (:data:`REFLECTANCE`)
+  with parcel, row, crown and roof texture; NDVI below 0 on water and above 0.4 on vegetation.
+* SAR (:func:`backscatter_db`): VV/VH sigma0 in dB per class (:data:`BACKSCATTER_DB`), area-averaged
+  over each 10 m pixel, with multiplicative speckle and strong point scatterers in built-up areas.
+* clouds (:func:`tile_clouds`): haze to opaque, with shadows and a blocky UDM-like mask.
 
-Generation is deterministic for a seed, and sample ``i`` of a split does not depend on the others.
+Every function draws from the ``rng`` it is given, in a fixed order: the same seed gives the same data.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
-from affine import Affine
 from scipy.ndimage import gaussian_filter
 
-from m3rcr.data.io import write_geotiff
-from m3rcr.data.layout import relative_paths, write_csv
-from m3rcr.utils.files import atomic_dir, atomic_path, check_output
-
 SEASONS = ("spring", "summer", "fall", "winter")
-SPLITS = ("train", "test")
 
 # WorldCover codes used below
 TREE, SHRUB, GRASS, CROP, BUILT, BARE, SNOW, WATER, WETLAND, MANGROVE = 10, 20, 30, 40, 50, 60, 70, 80, 90, 95
@@ -84,37 +70,6 @@ BIOMES = {
 }
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """Settings of the generator; the defaults produce official M3R-CR tiles."""
-
-    size: int = 300  #: optical tile size in pixels (a multiple of 10)
-    optical_res: float = 3.0  #: metres
-    sar_res: float = 10.0  #: metres
-    patches_per_aoi: int = 4  #: neighbouring tiles cut from each AOI (at most 9)
-    max_sar_shift_px: float = 3.0  #: largest misalignment of SAR content, in optical pixels (each axis uniform)
-    #: if set, every sample's SAR content is displaced by exactly this many optical pixels, in a random
-    #: direction (instead of ``max_sar_shift_px``); the optical images and clouds stay the same for any value
-    sar_shift_px: float | None = None
-    sar_hole_probability: float = 0.0  #: chance that a SAR tile has a NaN hole (exercises NaN filling)
-
-    def __post_init__(self) -> None:
-        ratio = self.size * self.optical_res / self.sar_res
-        if abs(ratio - round(ratio)) > 1e-9:
-            raise ValueError(f"size {self.size} at {self.optical_res} m does not fill whole {self.sar_res} m pixels")
-        if not 1 <= self.patches_per_aoi <= 9:
-            raise ValueError("patches_per_aoi must be between 1 and 9")
-        if self.max_sar_shift_px < 0 or (self.sar_shift_px is not None and self.sar_shift_px < 0):
-            raise ValueError("SAR shifts are distances: they must be >= 0")
-
-    @property
-    def sar_size(self) -> int:
-        return round(self.size * self.optical_res / self.sar_res)
-
-    @property
-    def extent(self) -> float:
-        return self.size * self.optical_res
-
 
 # --------------------------------------------------------------------------- smooth random fields
 def _catmull_rom_matrix(pos: np.ndarray, n: int, cell: float) -> np.ndarray:
@@ -135,14 +90,18 @@ def _catmull_rom_matrix(pos: np.ndarray, n: int, cell: float) -> np.ndarray:
     return m
 
 
-class _Field:
-    """Smooth random fields on a lattice over the AOI, evaluated exactly on any regular grid."""
+class SmoothField:
+    """Smooth random fields on a lattice over the AOI, evaluated exactly on any regular grid.
+
+    ``cells`` maps a field's name to its lattice spacing in metres; :meth:`on_grid` evaluates one field.
+    """
 
     def __init__(self, rng: np.random.Generator, extent: float, cells: dict[str, float]) -> None:
         self.cells = cells
         self.lattices = {name: rng.standard_normal((int(extent / c) + 4,) * 2) for name, c in cells.items()}
 
     def on_grid(self, name: str, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Field ``name`` on the grid ``ys`` x ``xs`` (1-D, metres): an (len(ys), len(xs)) array."""
         lat, cell = self.lattices[name], self.cells[name]
         wy = _catmull_rom_matrix(ys + cell, lat.shape[0], cell)
         wx = _catmull_rom_matrix(xs + cell, lat.shape[1], cell)
@@ -157,8 +116,13 @@ def _threshold_for_fraction(values: np.ndarray, fraction: float) -> float:
 
 
 # --------------------------------------------------------------------------- the scene of one AOI
-class Scene:
-    """A landscape in AOI ground coordinates (x east, y south, metres from the AOI's north-west corner)."""
+class Landscape:
+    """A landscape in AOI ground coordinates (x east, y south, metres from the AOI's north-west corner).
+
+    Drawn from ``rng`` for a ``season``: a biome of :data:`BIOMES`, then parcels, urban blocks, lakes, a
+    river and snow. :meth:`calibrate` fixes the class fractions once; :meth:`sample` then gives the land
+    cover and per-pixel attributes on any regular grid, so every sensor grid sees the same ground.
+    """
 
     def __init__(self, rng: np.random.Generator, season: str, extent: float) -> None:
         self.season = season
@@ -169,7 +133,7 @@ class Scene:
                               urban=b["urban"] * scale[2], lake=b["lake"] * scale[3])
         self.snow = season == "winter" and rng.random() < 0.35
         self.snow_fraction = rng.uniform(0.2, 0.6)
-        self.field = _Field(rng, extent + 400, dict(
+        self.field = SmoothField(rng, extent + 400, dict(
             forest=120.0, bare=150.0, urban=220.0, lake=160.0, snow=250.0, bright=90.0, moist=200.0))
         # parcels: a rotated grid with jittered rows, per-parcel attributes from lookup tables
         self.parcel_angle = rng.uniform(0, np.pi)
@@ -258,7 +222,7 @@ class Scene:
                     moist=self.field.on_grid("moist", ys, xs))
 
 
-def _per_class(code: np.ndarray, table: dict[int, tuple[float, ...]]) -> np.ndarray:
+def per_class(code: np.ndarray, table: dict[int, tuple[float, ...]]) -> np.ndarray:
     """(bands, H, W) float64: each pixel gets its land-cover code's values from ``table`` (0 if absent)."""
     lut = np.zeros((256, len(next(iter(table.values())))))
     for c, values in table.items():
@@ -266,10 +230,10 @@ def _per_class(code: np.ndarray, table: dict[int, tuple[float, ...]]) -> np.ndar
     return np.moveaxis(lut[code], -1, 0)
 
 
-def _reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint: float) -> np.ndarray:
+def reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint: float) -> np.ndarray:
     """Ground reflectance x 10000, (4, H, W) float64, from a scene sample on the optical grid."""
     code = s["code"]
-    refl = _per_class(code, REFLECTANCE)
+    refl = per_class(code, REFLECTANCE)
     # crops and grass: greenness blends green vegetation with bare soil
     veg = (code == CROP) | (code == GRASS)
     g = s["green"][veg]
@@ -293,10 +257,10 @@ def _reflectance(s: dict[str, np.ndarray], rng: np.random.Generator, water_tint:
     return gaussian_filter(refl, sigma=(0, 0.5, 0.5))  # sensor point-spread function
 
 
-def _backscatter_db(s: dict[str, np.ndarray], rng: np.random.Generator, subsample: int) -> np.ndarray:
+def backscatter_db(s: dict[str, np.ndarray], rng: np.random.Generator, subsample: int) -> np.ndarray:
     """SAR sigma0 in dB (2, h, w) from a scene sample on a grid ``subsample`` times finer than the SAR grid."""
     code = s["code"]
-    db = _per_class(code, BACKSCATTER_DB)
+    db = per_class(code, BACKSCATTER_DB)
     veg = (code == CROP) | (code == GRASS) | (code == SHRUB)
     db[:, veg] += s["extra_db"][veg] + 3.0 * (s["green"][veg] - 0.6)
     db += 1.0 * s["moist"]  # soil moisture and terrain
@@ -314,7 +278,7 @@ def _backscatter_db(s: dict[str, np.ndarray], rng: np.random.Generator, subsampl
     return 10 * np.log10(linear)
 
 
-def _majority(code: np.ndarray, n: int) -> np.ndarray:
+def majority(code: np.ndarray, n: int) -> np.ndarray:
     """Most frequent code in each n x n block (ties go to the smaller code)."""
     H, W = code.shape
     values = np.unique(code)
@@ -322,10 +286,11 @@ def _majority(code: np.ndarray, n: int) -> np.ndarray:
     return values[np.argmax(counts, axis=0)].astype(np.uint8)
 
 
-def _clouds(rng: np.random.Generator, size: int, coverage: float, res: float) -> dict[str, np.ndarray]:
-    """Cloud opacity (H, W), a blocky UDM-like mask with exactly the requested block coverage, shadows."""
+def tile_clouds(rng: np.random.Generator, size: int, coverage: float, res: float) -> dict[str, np.ndarray]:
+    """Clouds over a ``size`` x ``size`` tile of ``res`` m pixels: opacity ``alpha`` (H, W), a blocky UDM-like
+    ``mask`` with exactly the requested block ``coverage``, cloud ``texture``, cast ``shadow`` and ``thick``."""
     xs = (np.arange(size) + 0.5) * res
-    field = _Field(rng, size * res + 400, dict(c1=300.0, c2=150.0, c3=70.0, c4=35.0, c5=17.0, tex=40.0))
+    field = SmoothField(rng, size * res + 400, dict(c1=300.0, c2=150.0, c3=70.0, c4=35.0, c5=17.0, tex=40.0))
     f = sum(w * field.on_grid(n, xs, xs)
             for n, w in (("c1", 1.0), ("c2", 0.5), ("c3", 0.25), ("c4", 0.15), ("c5", 0.08)))
     block = 5  # UDM flags come in 5-pixel blocks
@@ -354,175 +319,6 @@ def _clouds(rng: np.random.Generator, size: int, coverage: float, res: float) ->
     return dict(alpha=alpha, mask=mask, texture=texture, shadow=shadow, thick=np.array(thick))
 
 
-# --------------------------------------------------------------------------- one sample
-@dataclass
-class SampleGeo:
-    """Where a synthetic sample lies."""
-
-    crs: str
-    sar_origin: tuple[float, float]  #: (x, y) of the SAR/land-cover grid's north-west corner
-    grid_offset_m: tuple[int, int]  #: optical origin minus SAR origin, (east, north), metres
-    aoi_xy: tuple[float, float]  #: the tile's north-west corner in AOI coordinates (x east, y south)
-
-
-def generate_sample(
-    scene: Scene, geo: SampleGeo, coverage: float, rng: np.random.Generator, config: SynthConfig
-) -> dict[str, object]:
-    """Arrays of one sample: cloudy and cloud-free uint16 (4,H,W), SAR float64 dB (2,h,w),
-    land cover uint8 (1,h,w), cloud mask bool (H,W), and the ground truth of how it was made."""
-    n_opt, n_sar, r_opt, r_sar = config.size, config.sar_size, config.optical_res, config.sar_res
-    ax, ay = geo.aoi_xy
-    # optical pixel centres; the optical origin is east/north of the SAR origin by grid_offset_m
-    ox, oy = geo.grid_offset_m
-    xs_opt = ax + ox + (np.arange(n_opt) + 0.5) * r_opt
-    ys_opt = ay - oy + (np.arange(n_opt) + 0.5) * r_opt
-    # 3x3 sub-samples of each 10 m pixel
-    sub = 3
-    fine = (np.arange(n_sar * sub) + 0.5) * (r_sar / sub)
-    xs_lc, ys_lc = ax + fine, ay + fine
-    max_shift = config.max_sar_shift_px * r_opt
-    if config.sar_shift_px is None:
-        shift = rng.uniform(-max_shift, max_shift, size=2)  # (east, south) displacement of SAR content
-    else:  # the same two draws as above, so nothing else in the sample changes with the shift
-        u = rng.uniform(-1.0, 1.0, size=2)
-        angle = math.atan2(u[1], u[0])
-        shift = config.sar_shift_px * r_opt * np.array([math.cos(angle), math.sin(angle)])
-
-    s_opt = scene.sample(ys_opt, xs_opt)
-    s_lc = scene.sample(ys_lc, xs_lc)
-    s_sar = scene.sample(ys_lc - shift[1], xs_lc - shift[0])
-
-    ground = _reflectance(s_opt, rng, scene.water_tint)
-    clouds = _clouds(rng, n_opt, coverage, r_opt)
-    # two acquisitions ~3 days apart: small gain/offset change and a little vegetation change
-    gain_free = rng.normal(1.0, 0.02, size=4)[:, None, None]
-    gain_cloudy = rng.normal(1.0, 0.03, size=4)[:, None, None]
-    offset_cloudy = rng.normal(0.0, 25.0, size=4)[:, None, None]
-    cloudfree = ground * gain_free
-    cloudy_ground = (ground * gain_cloudy + offset_cloudy) * clouds["shadow"][None]
-    cloud_refl = np.asarray(CLOUD, float)[:, None, None] * clouds["texture"][None] * rng.uniform(0.85, 1.15)
-    a = clouds["alpha"][None]
-    cloudy = cloudy_ground * (1 - a) + cloud_refl * a
-    sar = _backscatter_db(s_sar, rng, sub)
-    if config.sar_hole_probability and rng.random() < config.sar_hole_probability:
-        r0, c0 = rng.integers(0, n_sar - 5, size=2)
-        sar[:, r0:r0 + rng.integers(2, 6), c0:c0 + rng.integers(2, 6)] = np.nan
-    landcover = _majority(s_lc["code"], sub)[None]
-    return dict(
-        cloudy=_to_uint16(cloudy), cloudfree=_to_uint16(cloudfree), sar=sar, landcover=landcover,
-        cloudmask=clouds["mask"],
-        truth=dict(sar_shift_m=[float(shift[0]), float(-shift[1])], cloud_cover_target=coverage,
-                   thick_clouds=bool(clouds["thick"]), biome=scene.biome, season=scene.season,
-                   grid_offset_m=list(geo.grid_offset_m)),
-    )
-
-
-def _to_uint16(x: np.ndarray) -> np.ndarray:
+def to_uint16(x: np.ndarray) -> np.ndarray:
     """Round reflectance x 10000 to uint16; 0 is reserved for no-data."""
     return np.clip(np.round(x), 1, 65535).astype(np.uint16)
-
-
-def write_sample(split_dir: Path, season: str, aoi: int, patch: int, sample: dict, geo: SampleGeo,
-                 config: SynthConfig) -> list[str]:
-    """Write one sample's five files in the official layout; return its CSV row."""
-    rel = relative_paths(season, aoi, patch)
-    paths = [split_dir / r for r in rel]
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    sx, sy = geo.sar_origin
-    ox, oy = geo.grid_offset_m
-    t_opt = Affine(config.optical_res, 0, sx + ox, 0, -config.optical_res, sy + oy)
-    t_sar = Affine(config.sar_res, 0, sx, 0, -config.sar_res, sy)
-    shift = sample["truth"]["sar_shift_m"]
-    write_geotiff(paths[0], sample["cloudfree"], geo.crs, t_opt, 0, "pixel")
-    write_geotiff(paths[1], sample["cloudy"], geo.crs, t_opt, 0, "pixel")
-    write_geotiff(paths[2], sample["sar"], geo.crs, t_sar, None, "pixel",
-                   {"M3RCR_SYNTHETIC": "1", "M3RCR_SAR_SHIFT_EAST_M": f"{shift[0]:.3f}",
-                    "M3RCR_SAR_SHIFT_NORTH_M": f"{shift[1]:.3f}"})
-    write_geotiff(paths[3], sample["landcover"], geo.crs, t_sar, None, "band")
-    with atomic_path(paths[4]) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, sample["cloudmask"], allow_pickle=False)
-    return rel
-
-
-# --------------------------------------------------------------------------- a dataset
-def _cloud_coverages(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Coverages for n samples: bins used in turn (shuffled), uniform inside each bin, clear of its edges."""
-    bins = rng.permutation(np.arange(n) % 5)
-    lo = bins * 0.2 + 0.01
-    return lo + rng.random(n) * 0.18
-
-
-def _aoi_geo(rng: np.random.Generator) -> tuple[str, float, float]:
-    """A random UTM CRS and AOI corner (10 m aligned)."""
-    zone = int(rng.integers(1, 61))
-    north = bool(rng.random() < 0.7)
-    epsg = (32600 if north else 32700) + zone
-    x = round(rng.uniform(250_000, 750_000) / 10) * 10
-    y = round((rng.uniform(500_000, 7_000_000) if north else rng.uniform(2_500_000, 9_500_000)) / 10) * 10
-    return f"EPSG:{epsg}", float(x), float(y)
-
-
-def generate_dataset(
-    out: str | Path,
-    n_train: int,
-    n_test: int,
-    seed: int = 0,
-    config: SynthConfig | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Write a synthetic M3R-CR dataset to ``out``: ``train/``, ``test/``, ``train.csv``, ``test.csv``
-    and ``synthetic.json`` (settings and per-sample ground truth).
-
-    The dataset is built in a temporary folder next to ``out`` and moved into place when complete.
-    """
-    config = config or SynthConfig()
-    out = Path(out)
-    check_output(out, overwrite, folder=True)
-    if n_train < 0 or n_test < 0 or n_train + n_test == 0:
-        raise ValueError("need at least one sample (train + test > 0, both >= 0)")
-    from m3rcr import __version__
-
-    meta: dict[str, object] = {"generator": "m3rcr.data.synthetic", "m3rcr_version": __version__, "seed": seed,
-                               "n_train": n_train, "n_test": n_test, "config": asdict(config), "samples": []}
-    done, total = 0, n_train + n_test
-    with atomic_dir(out) as tmp:
-        for split_id, (split, n) in enumerate(zip(SPLITS, (n_train, n_test))):
-            split_dir = tmp / split
-            split_dir.mkdir()
-            coverages = _cloud_coverages(np.random.default_rng([seed, split_id, 0]), n)
-            rows = []
-            n_aoi = math.ceil(n / config.patches_per_aoi)
-            for a in range(n_aoi):
-                aoi_number = a + 1 + split_id * 1000  # train and test never share an AOI
-                arng = np.random.default_rng([seed, split_id, 1, a])
-                season = str(arng.choice(SEASONS))
-                crs, ax, ay = _aoi_geo(arng)
-                scene = Scene(arng, season, 3 * config.extent)
-                ref = (np.arange(0, 3 * config.extent, 10.0) + 5.0)
-                scene.calibrate(ref, ref)
-                for p in range(config.patches_per_aoi):
-                    i = a * config.patches_per_aoi + p
-                    if i >= n:
-                        break
-                    srng = np.random.default_rng([seed, split_id, 2, i])
-                    offset = (0, 0)
-                    while offset == (0, 0):
-                        offset = tuple(int(v) for v in srng.integers(-2, 3, size=2))
-                    col, row = p % 3, p // 3
-                    geo = SampleGeo(crs=crs, sar_origin=(ax + col * config.extent, ay - row * config.extent),
-                                    grid_offset_m=offset,  # type: ignore[arg-type]
-                                    aoi_xy=(col * config.extent, row * config.extent))
-                    sample = generate_sample(scene, geo, float(coverages[i]), srng, config)
-                    rows.append(write_sample(split_dir, season, aoi_number, p + 1, sample, geo, config))
-                    truth = sample["truth"]
-                    truth.update(split=split, name=f"{season}_{aoi_number}_p_{p + 1}",
-                                 cloud_cover=float(sample["cloudmask"].mean()))
-                    meta["samples"].append(truth)  # type: ignore[union-attr]
-                    done += 1
-                    if progress:
-                        progress(done, total)
-            write_csv(tmp / f"{split}.csv", rows)
-        (tmp / "synthetic.json").write_text(json.dumps(meta, indent=1))
-    return out

@@ -1,0 +1,273 @@
+"""Dataset commands: synth, synth-scene, show, info, build-dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from m3rcr.cli.args import (
+    add_data_args,
+    add_loading_args,
+    add_overwrite,
+    add_stretch_arg,
+    finite_float,
+    non_negative,
+    open_dataset,
+    positive,
+)
+from m3rcr.data.build.manifest import MASK_KEYS, SCENE_KEYS, SceneKey, SceneSet
+from m3rcr.errors import DataError
+from m3rcr.utils.files import check_output
+
+_OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".tif", ".tiff", ".pdf", ".svg", ".gif", ".bmp", ".webp"}
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic dataset in the official layout."""
+    from m3rcr.data.synthetic import SynthConfig, generate_dataset
+    from m3rcr.utils.progress import progress
+
+    config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes,
+                         max_sar_shift_px=args.max_sar_shift, sar_shift_px=args.sar_shift)
+    with progress(total=args.train + args.test, desc="synth", unit="sample", enabled=not args.quiet) as bar:
+        out = generate_dataset(args.out, args.train, args.test, seed=args.seed, config=config,
+                               overwrite=args.overwrite, progress=lambda done, total: bar.update(1))
+    print(f"wrote {args.train} train + {args.test} test samples to {out}")
+    return 0
+
+
+def cmd_synth_scene(args: argparse.Namespace) -> int:
+    """Write a synthetic whole scene (optical, SAR, land cover, cloud mask, UDM)."""
+    from m3rcr.data.synthetic import SceneConfig, generate_scene
+
+    out = check_output(args.out, args.overwrite, folder=True)
+    cfg = SceneConfig(height=args.height, width=args.width, sar_crs=args.sar_crs, sar_units=args.sar_units,
+                      sar_cover=args.sar_cover, cloud_cover=args.cloud_cover, season=args.season)
+    paths = generate_scene(out, cfg, seed=args.seed)
+    print(f"wrote a {args.height}x{args.width} scene to {out}: " + ", ".join(p.name for p in paths.values()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Render samples to PNG: one sample to OUT.png, or several into the folder OUT."""
+    from m3rcr.reports.figures import save_figure
+
+    ds = open_dataset(args)
+    where = args.csv or Path(args.data) / args.split
+    indices = list(args.index)
+    if args.name:
+        names = ds.names
+        missing = [n for n in args.name if n not in names]
+        if missing:
+            raise DataError(where, f"no sample named {', '.join(missing)}")
+        indices += [names.index(n) for n in args.name]
+    if args.all:
+        indices = list(range(len(ds)))
+    indices = list(dict.fromkeys(indices)) or [0]  # a sample asked for twice (by index and by name) is drawn once
+    for i in indices:
+        if not 0 <= i < len(ds):
+            raise DataError(where, f"index {i} out of range ({len(ds)} samples)")
+    out = Path(args.out)
+    if out.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
+        raise ValueError(f"--out {out}: pictures are written as PNG; give a .png file (one sample) or a folder")
+    if len(indices) > 1 and out.suffix.lower() == ".png":
+        raise ValueError(f"--out {out}: {len(indices)} samples go into a folder; give a folder name, "
+                         "or one sample for a .png file")
+    to_folder = out.suffix.lower() != ".png"
+    if to_folder:
+        check_output(out, overwrite=True, folder=True)  # a folder of pictures may grow; its files are checked below
+    targets = {i: out / f"{args.split}_{i:04d}_{ds.samples[i].name}.png" if to_folder else out for i in indices}
+    for target in targets.values():  # before drawing anything
+        check_output(target, args.overwrite)
+    for i, target in targets.items():
+        sample = ds[i]
+        save_figure(ds.plot(sample, stretch=args.stretch), target, dpi=args.dpi)
+        print(target)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Summarise a split; with --check, read every sample and report problems."""
+    from m3rcr.data.summary import summarize_split
+
+    summary = summarize_split(open_dataset(args), check=args.check, progress=not args.json)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=1))
+    else:
+        for key, value in summary.as_dict().items():
+            if isinstance(value, list):
+                print(f"{key}: {len(value)}")
+                for v in value:
+                    print(f"  {v}")
+            else:
+                print(f"{key}: {value}")
+    return 1 if summary.check and summary.check.problems else 0
+
+
+def cmd_build_dataset(args: argparse.Namespace) -> int:
+    """Cut an M3R-CR-style dataset out of whole scenes."""
+    from m3rcr.data.build import BuildOptions, build_dataset
+    from m3rcr.utils.progress import progress as progress_bar
+
+    scenes = _scene_sets(args)
+    options = BuildOptions(tile=args.tile, stride=args.stride, lowres=args.lowres, sar_resampling=args.sar_resampling,
+                           min_valid=args.min_valid, min_cloud=args.min_cloud, max_cloud=args.max_cloud,
+                           test_fraction=args.test_fraction, seed=args.seed)
+    bars: list = []  # opened at the first tile, once every scene set has been checked
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(progress_bar(total=total, desc="build", unit="tile", enabled=not args.quiet))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = build_dataset(scenes, args.out, options, overwrite=args.overwrite, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(result.summary())
+    return 0
+
+
+def _scene_sets(args: argparse.Namespace) -> list[SceneSet]:
+    """The scene sets of --scenes, or the one scene set of the flags."""
+    from m3rcr.data.build import load_manifest, scene_set_from_mapping
+
+    given = {k.name: getattr(args, k.name) for k in SCENE_KEYS if getattr(args, k.name) is not None}
+    if args.scenes:
+        if given:
+            flags = ", ".join(k.flag for k in SCENE_KEYS if k.name in given)
+            raise ValueError(f"give either --scenes or the flags of one scene set, not both (also given: {flags})")
+        return load_manifest(args.scenes)
+    required = [k.flag for k in SCENE_KEYS if k.required]
+    either = " or ".join(f"--{k}" for k in MASK_KEYS)
+    missing = [k.flag for k in SCENE_KEYS if k.required and k.name not in given]
+    if not any(k in given for k in MASK_KEYS):
+        missing.append(either)
+    if missing:
+        raise ValueError(f"give --scenes FILE, or one scene set with {', '.join(required)} and {either}; "
+                         f"missing: {', '.join(missing)}")
+    return [scene_set_from_mapping(given, ".", "command line")]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register this module's commands."""
+    _add_synth(sub)
+    _add_synth_scene(sub)
+    _add_show(sub)
+    _add_info(sub)
+    _add_build_dataset(sub)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic M3R-CR dataset",
+                       description="Write a synthetic dataset in the official M3R-CR layout (train/, test/, "
+                                   "train.csv, test.csv) with realistic dtypes, georeferencing and content.")
+    p.add_argument("out", metavar="OUT", help="output dataset root")
+    p.add_argument("--train", type=non_negative, default=20, help="training samples (default: 20)")
+    p.add_argument("--test", type=non_negative, default=10, help="test samples (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--patches-per-aoi", type=positive, default=4, help="neighbouring tiles per AOI (default: 4)")
+    p.add_argument("--sar-holes", type=finite_float, default=0.0, metavar="P",
+                   help="probability that a SAR tile has a NaN hole (default: 0)")
+    p.add_argument("--max-sar-shift", type=finite_float, default=3.0, metavar="PX",
+                   help="SAR content displaced by up to PX optical pixels along each axis (default: 3)")
+    p.add_argument("--sar-shift", type=finite_float, metavar="PX",
+                   help="instead, displace every sample's SAR content by exactly PX optical pixels in a random "
+                        "direction (the optical images do not change with PX: misalignment sweeps)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+
+def _add_synth_scene(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth-scene", help="generate a synthetic whole scene",
+                       description="Write a synthetic scene as a user would bring it: cloudy and cloud-free 3 m "
+                                   "optical GeoTIFFs in UTM with no-data corners, Sentinel-1 in another CRS, "
+                                   "WorldCover in EPSG:4326, a cloud mask and a Planet UDM.")
+    p.add_argument("out", metavar="DIR", help="output folder")
+    p.add_argument("--height", type=positive, default=2000, help="optical rows (default: 2000)")
+    p.add_argument("--width", type=positive, default=2000, help="optical columns (default: 2000)")
+    p.add_argument("--sar-crs", default="EPSG:4326", help="CRS of the SAR raster (default: EPSG:4326)")
+    p.add_argument("--sar-units", choices=("db", "linear"), default="db", help="SAR units (default: db)")
+    p.add_argument("--sar-cover", type=finite_float, default=1.0, help="fraction of the width the SAR covers (default: 1)")
+    p.add_argument("--cloud-cover", type=finite_float, default=0.35, help="cloudy fraction (default: 0.35)")
+    p.add_argument("--season", default="summer", choices=("spring", "summer", "fall", "winter"))
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in DIR")
+    p.set_defaults(func=cmd_synth_scene)
+
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="render samples to PNG",
+                       description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG.")
+    add_data_args(p)
+    add_loading_args(p)
+    p.add_argument("--index", type=non_negative, nargs="+", default=[], metavar="I", help="sample index(es) (default: 0)")
+    p.add_argument("--name", nargs="+", metavar="NAME", help="sample name(s), e.g. fall_1_p_457")
+    p.add_argument("--all", action="store_true", help="every sample of the split")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="PNG file for one sample, or a folder (one PNG per sample)")
+    add_stretch_arg(p)
+    p.add_argument("--dpi", type=positive, default=100, help="resolution of the PNG (default: 100)")
+    add_overwrite(p)
+    p.set_defaults(func=cmd_show)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="summarise or check a split",
+                       description="Summarise a split (samples, AOIs, seasons). With --check, read every "
+                                   "sample, report each problem, and count cloud-cover bins and land cover.")
+    add_data_args(p)
+    add_loading_args(p)
+    p.add_argument("--check", action="store_true", help="read every sample (exit status 1 on problems)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def _add_build_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-dataset", help="cut an M3R-CR-style dataset out of whole scenes",
+                       description="Cut whole scenes (cloudy and cloud-free optical, Sentinel-1, WorldCover, a cloud "
+                                   "mask or Planet UDM/UDM2; any CRS and resolution for all but the cloudy scene) "
+                                   "into tiles in the official M3R-CR layout: train/, test/, train.csv, test.csv and "
+                                   "build.json. See docs/scenes.md.",
+                       epilog="example: m3rcr build-dataset data/mine --scenes scenes.yaml --min-cloud 0.05")
+    p.add_argument("out", metavar="OUT", help="output dataset root")
+    g = p.add_argument_group("scenes", "a YAML manifest of scene sets, or one scene set from flags")
+    g.add_argument("--scenes", metavar="YAML", help="scene manifest (paths relative to it)")
+    for key in SCENE_KEYS:
+        _add_scene_key(g, key)
+    g = p.add_argument_group("tiles")
+    g.add_argument("--tile", type=positive, default=300, help="optical tile size in pixels (default: 300)")
+    g.add_argument("--stride", type=positive, help="optical pixels between tile origins (default: --tile); must keep "
+                                              "origins on low-res pixel boundaries (a multiple of 10 at 3 m)")
+    g.add_argument("--lowres", type=finite_float, default=10.0, metavar="M",
+                   help="SAR / land-cover pixel size in metres; the tile holds round(tile * res / M) such pixels "
+                        "covering its ground exactly (default: 10)")
+    g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="bilinear",
+                   help="SAR onto the low-res grid (default: bilinear)")
+    g = p.add_argument_group("filters and split")
+    g.add_argument("--min-valid", type=finite_float, default=1.0, metavar="F",
+                   help="keep tiles with at least this fraction of valid pixels (default: 1.0)")
+    g.add_argument("--min-cloud", type=finite_float, default=0.0, metavar="F", help="minimum cloud cover (default: 0)")
+    g.add_argument("--max-cloud", type=finite_float, default=1.0, metavar="F", help="maximum cloud cover (default: 1)")
+    g.add_argument("--test-fraction", type=finite_float, default=0.2, metavar="F",
+                   help="fraction of the AOIs without a split that go to test (default: 0.2)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the AOI split (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build_dataset)
+
+
+def _add_scene_key(group: argparse._ArgumentGroup, key: SceneKey) -> None:
+    """The flag of one scene-set key (the manifest schema describes both)."""
+    kwargs: dict[str, Any] = {"metavar": key.metavar, "help": key.help}
+    if key.kind == "int":
+        kwargs["type"] = positive
+    elif key.kind == "names":
+        kwargs["nargs"] = "+"
+    elif key.kind == "choice":
+        kwargs["choices"] = key.choices
+    group.add_argument(key.flag, dest=key.name, **kwargs)

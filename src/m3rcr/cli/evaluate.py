@@ -1,0 +1,216 @@
+"""Evaluation commands: evaluate, compare, complexity, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from m3rcr.cli.args import add_data_args, add_overwrite, add_stretch_arg, device_of, non_negative, positive
+from m3rcr.utils.files import check_output
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint (or the cloudy input) on a split."""
+    from m3rcr.data import M3RCRDataset, Sampling
+    from m3rcr.evaluation.evaluate import EvalOptions
+    from m3rcr.workflows import evaluate
+
+    check_output(args.out, args.overwrite, folder=True)  # before minutes of work
+    device = device_of(args.device)
+    ds = M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
+                      landcover_mode="geo" if args.sar_mode == "geo" else "nearest",
+                      sampling=Sampling(crop_size=args.crop, crop="center"))
+    predict, method, settings = _method(args, device)
+    options = EvalOptions(batch_size=args.batch_size, device=device, num_workers=args.workers, clip=args.clip,
+                          save_predictions=args.save_predictions, figure_names=args.samples,
+                          figure_count=args.figure_count, settings=settings, progress=not args.quiet,
+                          stretch=args.stretch)
+    summary = evaluate(predict, ds, args.out, method, options, overwrite=args.overwrite)
+    _print_evaluation(method, summary, args.out)
+    return 0
+
+
+def _method(args: argparse.Namespace, device: Any) -> tuple[Any, str, dict[str, Any]]:
+    """The predictor of --checkpoint or --method cloudy, its name and the settings to record."""
+    from m3rcr.inference.predictors import cloudy_predictor, model_predictor
+    from m3rcr.models import load_model
+
+    if args.method == "cloudy":
+        return cloudy_predictor, args.name or "cloudy", {"checkpoint": None}
+    if not args.checkpoint:
+        raise ValueError("give --checkpoint CKPT or --method cloudy")
+    model = load_model(args.checkpoint, device=device)
+    settings = {"checkpoint": str(args.checkpoint), "model": getattr(model, "registry_name", None),
+                "precision": args.precision}
+    return model_predictor(model, args.precision), args.name or getattr(model, "registry_name", "model"), settings
+
+
+def _print_evaluation(method: str, summary: dict[str, Any], out: str) -> None:
+    o = summary["overall"]
+    print(f"{method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
+          f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {out}")
+    r = summary.get("removal")
+    if r and r.get("mae_ratio") is not None:
+        bias = ", ".join("n/a" if b is None else f"{100 * b:+.1f}" for b in r["band_bias"])
+        grid = "n/a" if r["grid_ratio"] is None else f"{r['grid_ratio']:.2f}"
+        clear = "n/a" if r["clear_change"] is None else f"{100 * r['clear_change']:.2f}"
+        print(f"  cloudy pixels: MAE {100 * r['mae_cloudy']:.2f} (x100) = {r['mae_ratio']:.2f} x the mean fill's; "
+              f"band bias (B, G, R, NIR) {bias} %; grid-artefact ratio {grid}; clear pixels changed by {clear} (x100)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """One set of tables and figures for several evaluations."""
+    from m3rcr.workflows import compare
+
+    compare(args.folders, args.out, args.names, overwrite=args.overwrite, stretch=args.stretch)
+    print(f"tables and figures in {args.out}; open {Path(args.out) / 'report.html'} in a browser")
+    return 0
+
+
+def _model_overrides(pairs: Sequence[str] | None) -> dict[str, object]:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def cmd_complexity(args: argparse.Namespace) -> int:
+    """Parameters, MACs and latency of a model."""
+    import torch
+
+    from m3rcr.evaluation.complexity import measure
+    from m3rcr.models import create_model, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = str(device_of(args.device))
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if len(args.size) > 2:
+        raise ValueError(f"--size takes N or H W, got {len(args.size)} values")
+    if args.checkpoint:
+        if args.set:
+            raise ValueError("--set changes a model's configuration; it cannot apply to --checkpoint")
+        model = load_model(args.checkpoint)
+        name = getattr(model, "registry_name", "model")
+    else:
+        model, name = create_model(args.model, **_model_overrides(args.set)), args.model
+    size = (args.size[0], args.size[-1])
+    result = measure(model, name, size=size, repeats=args.repeats, warmup=args.warmup, device=device, dtype=dtype,
+                     batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        lat = f"{result.latency_ms:.1f} ms (median of {args.repeats})" if result.latency_ms is not None else "not measured"
+        padded = f" (computed at {result.padded_size[0]} x {result.padded_size[1]})" if result.padded_size else ""
+        print(f"model       {name}\ninput       {args.batch_size} x {size[0]} x {size[1]}{padded}\n"
+              f"parameters  {result.parameters:,}\nMACs        {result.macs / 1e9:.2f} G\n"
+              f"FLOPs       {result.flops / 1e9:.2f} G\nlatency     {lat}\n"
+              f"device      {result.device}, {result.dtype}, {result.threads} threads")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Train (or load), evaluate and measure every method of a benchmark configuration; one report."""
+    from m3rcr.benchmark import Benchmark, benchmark_inputs, load_benchmark_config, prepare_out
+
+    config = load_benchmark_config(args.config)
+    out = args.out or config.get("out")
+    if not out:
+        raise ValueError("give --out DIR (or 'out' in the configuration)")
+    if prepare_out(out, args.overwrite, benchmark_inputs(config)):
+        print(f"continuing the benchmark in {out}: finished steps with unchanged inputs are skipped "
+              "(--overwrite starts again)")
+    Benchmark(config, out).run()
+    print(f"report: {Path(out) / 'report' / 'report.html'} (and report.md beside it)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register this module's commands."""
+    _add_evaluate(sub)
+    _add_compare(sub)
+    _add_complexity(sub)
+    _add_benchmark(sub)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
+                       description="Image-reconstruction metrics of the M3R-CR benchmark (MAE, PSNR, SSIM, SAM) "
+                                   "overall, per land-cover class and per cloud-cover bin; writes metrics.json, "
+                                   "metrics.csv, tables (Table II layout) and figures (Fig. 4 and 5 layouts).")
+    add_data_args(p, split_default="test")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
+    what.add_argument("--method", choices=("cloudy",), help="'cloudy': score the cloudy input itself (the floor)")
+    p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder")
+    p.add_argument("--name", help="method name in tables (default: the model's registry name)")
+    p.add_argument("--crop", type=positive, metavar="N",
+                   help="centred N x N crop (160: what the authors' code evaluates; default: whole tiles)")
+    p.add_argument("--sar-mode", choices=("nearest", "geo"), default="nearest", help="SAR placement (default: nearest)")
+    p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest")
+    p.add_argument("--batch-size", type=positive, default=4)
+    p.add_argument("--workers", type=non_negative, default=0, help="DataLoader workers (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--clip", action="store_true", help="clip predictions to [0, 1] before scoring")
+    p.add_argument("--save-predictions", action="store_true", help="write predictions/NAME.tif (georeferenced)")
+    p.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the qualitative figure")
+    p.add_argument("--figure-count", type=non_negative, default=4, help="samples in the qualitative figure (default: 4)")
+    add_stretch_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="tables and figures for several evaluations",
+                       description="Combine evaluation folders (m3rcr evaluate --out) into one Table II and Fig. 5.")
+    p.add_argument("folders", nargs="+", metavar="DIR", help="evaluation folders")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--names", nargs="+", help="method names, one per folder (default: as evaluated)")
+    add_stretch_arg(p)
+    add_overwrite(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_complexity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("complexity", help="parameters, MACs and latency of a model",
+                       description="Exact parameter count; MACs counted with PyTorch's flop counter (convolutions, "
+                                   "deformable convolutions, linear layers and attention matmuls; FLOPs = 2 x MACs); "
+                                   "forward latency as the median of --repeats runs after --warmup runs.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="NAME", help="a registered model: aligncr, aligncr_wo_sar, aligncr_wo_align, ...")
+    src.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model configuration override (repeatable)")
+    p.add_argument("--size", type=positive, nargs="+", default=[160], metavar="N",
+                   help="input size: N or H W (default: 160)")
+    p.add_argument("--batch-size", type=positive, default=1, help="batch size (default: 1)")
+    p.add_argument("--repeats", type=non_negative, default=5, help="timed runs; 0 skips timing (default: 5)")
+    p.add_argument("--warmup", type=non_negative, default=1, help="untimed runs first (default: 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="float32, or autocast to bfloat16 / float16 (default: float32)")
+    p.add_argument("--threads", type=positive, help="CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_complexity)
+
+
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="the whole benchmark: train, evaluate, measure, report",
+                       description="Train (or load) every method of a benchmark configuration (configs/benchmark.yaml), "
+                                   "evaluate each on the same split (image, NDVI and semantic metrics), measure its "
+                                   "complexity, and write every table and figure to DIR/report. Interrupted, it "
+                                   "resumes without redoing finished steps.")
+    p.add_argument("--config", required=True, metavar="FILE", help="benchmark configuration (YAML)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: 'out' in the configuration)")
+    add_overwrite(p, "start again: delete OUT's earlier benchmark (default: continue it, skipping finished "
+                      "steps)")
+    p.set_defaults(func=cmd_benchmark)

@@ -1,0 +1,161 @@
+"""Whole-scene commands: predict, score-scene."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from m3rcr.cli.args import (
+    add_overwrite,
+    add_stretch_arg,
+    device_of,
+    finite_float,
+    non_negative,
+    positive,
+    positive_float,
+)
+from m3rcr.utils.files import check_output
+from m3rcr.utils.text import percent
+
+if TYPE_CHECKING:  # the command imports it when it runs: `m3rcr --help` stays instant
+    from m3rcr.inference.predict import PredictOptions
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Remove clouds from a whole georeferenced scene."""
+    from m3rcr.inference.predict import model_uses_sar, predict_scene, write_stats
+    from m3rcr.models import load_model
+    from m3rcr.reports.scene_preview import write_scene_preview
+
+    _check_predict_outputs(args)
+    options = _predict_options(args)
+    model = load_model(args.checkpoint, options.device)
+    if args.sar and not model_uses_sar(model):
+        name = getattr(model, "registry_name", type(model).__name__)
+        print(f"warning: model {name} does not use SAR; --sar {args.sar} is ignored", file=sys.stderr)
+    stats = predict_scene(model, args.cloudy, args.out, args.sar, options, overwrite=args.overwrite,
+                          progress=not args.quiet, checkpoint=args.checkpoint)
+    print(f"wrote {args.out}: {stats.tiles_run} of {stats.tiles} tiles run in {stats.batches} batches, "
+          f"{percent(stats.valid_fraction)} of the pixels have data, {stats.seconds:.1f} s")
+    for note in stats.notes():
+        print(note, file=sys.stderr)
+    if args.stats:
+        write_stats(args.stats, stats)
+    if args.preview:
+        write_scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview, mask=args.mask,
+                            stretch=args.stretch, scale=args.scale, offset=args.offset)
+        print(f"preview: {args.preview}")
+    return 0
+
+
+def _check_predict_outputs(args: argparse.Namespace) -> None:
+    """Refuse --out, --preview and --stats before any tile runs."""
+    if args.preview and Path(args.preview).suffix.lower() != ".png":
+        raise ValueError(f"--preview {args.preview}: the preview is a PNG picture; give a .png file name")
+    outputs = [p for p in (args.out, args.preview, args.stats) if p]
+    if len({Path(p).resolve() for p in outputs}) < len(outputs):
+        raise ValueError("--out, --preview and --stats must name different files")
+    for path in outputs:
+        check_output(path, args.overwrite)
+
+
+def _predict_options(args: argparse.Namespace) -> PredictOptions:
+    from m3rcr.inference.predict import PredictOptions
+
+    return PredictOptions(bands=args.bands, scale=args.scale, offset=args.offset, sar_bands=args.sar_bands,
+                          sar_units=args.sar_units, sar_resampling=args.sar_resampling, mask=args.mask,
+                          tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                          device=device_of(args.device), precision=args.precision)
+
+
+def cmd_score_scene(args: argparse.Namespace) -> int:
+    """Cloud-removal measures of a result scene against its cloud-free reference."""
+    from m3rcr.evaluation.removal import TARGETS, format_measures
+    from m3rcr.evaluation.scene import score_scene, write_measures
+
+    if args.json:
+        check_output(args.json, args.overwrite)
+    measures = score_scene(args.result, args.cloudy, args.reference, args.mask, bands=args.bands, scale=args.scale,
+                           offset=args.offset)
+    print(f"{args.result} against {args.reference}:")
+    print(format_measures(measures))
+    if args.json:
+        write_measures(args.json, measures, {"result": args.result, "cloudy": args.cloudy,
+                                             "reference": args.reference, "mask": args.mask, "targets": TARGETS})
+    checks = measures.checks()
+    failed = [k for k, ok in checks.items() if ok is False]
+    if args.strict and failed:
+        print(f"m3rcr score-scene: the result misses the target(s): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if args.strict and checks["mae_ratio"] is None:  # nothing to pass is not a pass
+        print("m3rcr score-scene: no cloudy pixel has data in the result, the input and the reference: the removal "
+              "cannot be measured", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register this module's commands."""
+    _add_predict(sub)
+    _add_score_scene(sub)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="remove clouds from a whole georeferenced scene",
+                       description="Tiled cloud removal over a whole scene: the SAR is warped onto the optical grid "
+                                   "(any CRS and resolution), overlapping tiles are blended, and the result is "
+                                   "written as a cloud-optimized GeoTIFF on the optical grid, in its dtype and "
+                                   "no-data value.",
+                       epilog="example: m3rcr predict --cloudy scene.tif --sar s1.tif --checkpoint best.ckpt "
+                              "--out scene_clear.tif --preview scene_clear.png")
+    p.add_argument("--cloudy", required=True, metavar="SCENE", help="the cloudy optical scene (GeoTIFF)")
+    p.add_argument("--sar", metavar="S1", help="Sentinel-1 VV/VH GeoTIFF, any CRS (needed by SAR models)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an m3rcr checkpoint (any registry model)")
+    p.add_argument("--out", required=True, metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
+    p.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
+                                                        "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2)")
+    p.add_argument("--scale", type=positive_float, default=10000.0,
+                   help="reflectance = (value + offset) / scale (default: 10000)")
+    p.add_argument("--offset", type=finite_float, default=0.0, help="see --scale (default: 0; -1000 for recent Sentinel-2)")
+    p.add_argument("--sar-bands", default="1,2", metavar="VV,VH", help="SAR bands (default: 1,2)")
+    p.add_argument("--sar-units", choices=("db", "linear"), default="db",
+                   help="SAR values in dB or linear power (default: db)")
+    p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
+                   help="SAR onto the optical grid (default: nearest, as the training data)")
+    p.add_argument("--mask", metavar="MASK.tif", help="cloud mask raster: only its non-zero pixels are replaced")
+    p.add_argument("--tile", type=positive, default=256, help="tile size in pixels (default: 256)")
+    p.add_argument("--overlap", type=non_negative, default=32, help="overlap between tiles in pixels (default: 32)")
+    p.add_argument("--batch-size", type=positive, default=4, help="tiles per model call (default: 4)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --preview, --stats)")
+    p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
+    add_stretch_arg(p, "the input's pixels clear in --mask (without --mask: those not bright in all visible bands), "
+                    "for both panels")
+    p.add_argument("--stats", metavar="JSON", help="also write the run's statistics and settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_score_scene(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score-scene", help="does a result remove clouds? measures against trivial baselines",
+                       description="Score a cloud-removed scene against its cloud-free reference on the cloudy "
+                                   "pixels: MAE relative to filling clouds with the scene's mean clear-sky "
+                                   "reflectance, per-band bias under clouds, grid-artefact ratio (2x2 checkerboard "
+                                   "and stripe energy relative to the reference's) and the change of clear pixels. "
+                                   "All rasters on the cloudy scene's grid.",
+                       epilog="example: m3rcr score-scene --result clear.tif --cloudy cloudy.tif "
+                              "--reference cloudfree.tif --mask cloudmask.tif")
+    p.add_argument("--result", required=True, metavar="OUT.tif", help="the cloud-removed scene (m3rcr predict)")
+    p.add_argument("--cloudy", required=True, metavar="SCENE", help="the cloudy input scene")
+    p.add_argument("--reference", required=True, metavar="REF.tif", help="the cloud-free reference scene")
+    p.add_argument("--mask", required=True, metavar="MASK.tif", help="cloud mask (non-zero = cloudy)")
+    p.add_argument("--bands", metavar="B,G,R,NIR", help="bands of the cloudy and reference scenes (as for predict)")
+    p.add_argument("--scale", type=positive_float, default=10000.0, help="reflectance = (value + offset) / scale")
+    p.add_argument("--offset", type=finite_float, default=0.0)
+    p.add_argument("--json", metavar="JSON", help="also write the measures as JSON")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    add_overwrite(p)
+    p.set_defaults(func=cmd_score_scene)

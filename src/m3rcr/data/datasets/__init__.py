@@ -1,0 +1,14 @@
+"""Datasets by name: the contract every dataset follows and the built-in datasets (importing this registers them)."""
+
+from m3rcr.data.datasets.base import (
+    DATASETS,
+    SAMPLE_KEYS,
+    BandGroup,
+    CloudRemovalDataset,
+    DatasetSpec,
+    Sampling,
+)
+from m3rcr.data.datasets.m3rcr import M3RCRDataset, affine_to_tensor, tensor_to_affine
+
+__all__ = ["DATASETS", "SAMPLE_KEYS", "BandGroup", "CloudRemovalDataset", "DatasetSpec", "M3RCRDataset", "Sampling",
+           "affine_to_tensor", "tensor_to_affine"]

@@ -1,0 +1,106 @@
+"""The contract every network of m3rcr follows, so that training, inference, complexity and checkpoints read
+what a model is instead of probing it.
+
+* :class:`ConfiguredModule` records the arguments it was constructed with in ``config`` (every constructor
+  parameter, defaults included), once, for every subclass: a checkpoint rebuilds the model from its registry
+  name and this mapping.
+* :class:`CloudRemovalModel` adds ``spec``, a :class:`ModelSpec`: the optical bands in and out, the SAR bands it
+  reads (0: none) and the multiple its input size is padded to. Models are called ``model(cloudy, sar)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a cloud-removal model reads and writes.
+
+    Attributes:
+        optical_in, optical_out: optical bands of the cloudy input and of the output.
+        sar_bands: SAR bands it fuses; 0 for a model that ignores SAR (it may still be given one).
+        size_multiple: the model pads H and W up to a multiple of this inside (1: it takes any size as is).
+    """
+
+    optical_in: int
+    optical_out: int
+    sar_bands: int = 0
+    size_multiple: int = 1
+
+    @property
+    def uses_sar(self) -> bool:
+        """Whether the model reads its ``sar`` input."""
+        return self.sar_bands > 0
+
+    @property
+    def input_bands(self) -> int:
+        """Bands the model reads in all: optical, then SAR (what a conditional GAN conditions on)."""
+        return self.optical_in + self.sar_bands
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` that first stores its bound arguments, defaults filled in, as ``self.config``."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: ConfiguredModule, *args: Any, **kwargs: Any) -> None:
+        # only the class being built records (a parent's __init__, called through super(), does not), and
+        # before running: __init__ may then write what an argument left open (None: "derived from others")
+        if type(self).__init__ is wrapper:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            config: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:  # [0] is self
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update(value)
+                elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                    config[name] = value
+            for name in type(self).unrecorded:
+                if name in config:
+                    config[name] = signature.parameters[name].default
+            self.config = config
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+class ConfiguredModule(nn.Module):
+    """A module that records its constructor arguments in ``config``; subclasses write no code for it."""
+
+    #: constructor arguments recorded at their default rather than as given (a weights file, loaded into the
+    #: state dict already, must not be read again when a checkpoint is loaded)
+    unrecorded: ClassVar[tuple[str, ...]] = ()
+    #: what a checkpoint of this module holds (``cloud_removal``, ``segmentation``); None: not saved on its own
+    task: ClassVar[str | None] = None
+    #: the registry name it was built under (set by :meth:`m3rcr.utils.registry.Registry.build`)
+    registry_name: str | None = None
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+
+class CloudRemovalModel(ConfiguredModule):
+    """Base of every cloud-removal network: ``model(cloudy, sar)`` with ``cloudy`` (B, spec.optical_in, H, W) and
+    ``sar`` (B, spec.sar_bands, H, W) on the same grid (or None when ``spec.uses_sar`` is False) gives
+    (B, spec.optical_out, H, W). Subclasses set ``self.spec`` in ``__init__``."""
+
+    task: ClassVar[str | None] = "cloud_removal"
+    spec: ModelSpec
+
+    def forward_with_attention(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output and the model's attention map (B, 1, H, W), for models trained to attend to clouds
+        (SpA-GAN); None for the others."""
+        return self(cloudy, sar), None
