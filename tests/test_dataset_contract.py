@@ -130,3 +130,14 @@ def test_a_second_dataset_fits_the_datamodule() -> None:
     finally:
         DATASETS.unregister("toy_s2")
     assert "toy_s2" not in DATASETS
+
+
+def test_select_items_by_index_and_name(synth_root: Path) -> None:
+    ds = M3RCRDataset(synth_root, "test")
+    assert ds.select() == [0]
+    assert ds.select([2], [ds.names[2], ds.names[4]]) == [2, 4]  # asked twice: once
+    assert ds.select([1], every=True) == list(range(len(ds)))
+    with pytest.raises(ValueError, match="no sample named nope in split 'test'"):
+        ds.select(names=["nope"])
+    with pytest.raises(ValueError, match=f"index 99 out of range \\({len(ds)} samples"):
+        ds.select([99])

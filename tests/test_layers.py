@@ -21,6 +21,7 @@ An import whose target the test cannot read (``import_module`` of a computed nam
 from __future__ import annotations
 
 import ast
+import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -81,21 +82,57 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
+_LOADERS = ("import_module", "__import__")
+#: calls through which a module can run or reach code the collector cannot follow
+_OPAQUE_CALLS = ("spec_from_file_location", "module_from_spec")
+_OPAQUE_BUILTINS = ("exec", "eval")  # called by bare name (``model.eval()`` is torch's, not the builtin)
+
+
+def _name_of(func: ast.expr) -> str:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _dynamic_target(node: ast.Call) -> str | None:
+    """The module an ``import_module`` / ``__import__`` call loads (relative names resolved against a literal
+    ``package``); :data:`UNREADABLE` under the root when it is not a literal."""
+    name = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+    package = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "package"),
+                                                             None)
+    if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+        return f"{ROOT}.{UNREADABLE}"
+    if not name.value.startswith("."):
+        return name.value
+    if isinstance(package, ast.Constant) and isinstance(package.value, str):
+        return importlib.util.resolve_name(name.value, package.value)
+    return f"{ROOT}.{UNREADABLE}"
+
+
 def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[int, str, list[str]]]:
-    """(line, module, names taken from it) for every import in ``tree``, wherever it is written."""
+    """(line, module, names taken from it) for every import in ``tree``, wherever it is written; a loader used
+    other than by a plain call (aliased, passed around), ``exec``/``eval``, ``sys.modules[...]`` and loading
+    from a file count as imports of :data:`UNREADABLE`."""
+    called = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name, []
         elif isinstance(node, ast.ImportFrom):
-            yield node.lineno, _resolve(module, is_package, node), [a.name for a in node.names]
-        elif isinstance(node, ast.Call) and node.args:
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            if name in ("import_module", "__import__"):
-                arg = node.args[0]
-                literal = isinstance(arg, ast.Constant) and isinstance(arg.value, str)
-                yield node.lineno, arg.value if literal else f"{ROOT}.{UNREADABLE}", []
+            names = [a.name for a in node.names]
+            if (node.module or "").split(".")[0] == "importlib" and set(names) & set(_LOADERS):
+                yield node.lineno, f"{ROOT}.{UNREADABLE}", []  # the loader under a bare name: followed below
+            yield node.lineno, _resolve(module, is_package, node), names
+        elif isinstance(node, ast.Call) and _name_of(node.func) in _LOADERS:
+            called.add(id(node.func))
+            yield node.lineno, _dynamic_target(node) or "", []
+        elif isinstance(node, ast.Call) and (_name_of(node.func) in _OPAQUE_CALLS or (
+                isinstance(node.func, ast.Name) and node.func.id in _OPAQUE_BUILTINS)):
+            yield node.lineno, f"{ROOT}.{UNREADABLE}", []
+        elif isinstance(node, ast.Attribute) and node.attr == "modules" and _name_of(node.value) == "sys":
+            yield node.lineno, f"{ROOT}.{UNREADABLE}", []
+    for node in ast.walk(tree):  # a loader referred to without being called: an alias hides what it loads
+        if isinstance(node, ast.Attribute | ast.Name) and _name_of(node) in _LOADERS and id(node) not in called \
+                and isinstance(getattr(node, "ctx", None), ast.Load):
+            yield node.lineno, f"{ROOT}.{UNREADABLE}", []
 
 
 def collect_imports(src: Path = SRC) -> dict[str, list[Import]]:
@@ -169,8 +206,8 @@ def check_layers(graph: Mapping[str, Sequence[Import]]) -> list[str]:
             continue
         for imp in imports:
             if imp.target.endswith(UNREADABLE):
-                problems.append(f"{imp.file}:{imp.line}: imports a module whose name is computed at run time; "
-                                "write the import out so that its layer can be checked")
+                problems.append(f"{imp.file}:{imp.line}: imports a module the test cannot follow (a computed name, an "
+                                "aliased loader, exec/eval or sys.modules); write the import out so its layer is checked")
                 continue
             target = package_of(imp.target)
             if target is None:
@@ -282,14 +319,47 @@ def test_collector_sees_lazy_relative_and_dynamic_imports(tmp_path: Path) -> Non
     assert any("evaluate.py:8: imports m3rcr.benchmark" in p for p in problems)
 
 
+@pytest.mark.parametrize("code", [
+    "import importlib\ndef f():\n    return importlib.import_module(name='m3rcr.reports')\n",
+    "import importlib\ndef f():\n    return importlib.import_module('.reports', 'm3rcr')\n",
+])
+def test_keyword_and_relative_dynamic_imports_are_followed(tmp_path: Path, code: str) -> None:
+    pkg = tmp_path / "m3rcr" / "data"
+    pkg.mkdir(parents=True)
+    for folder in (tmp_path / "m3rcr", pkg, tmp_path / "m3rcr" / "reports"):
+        folder.mkdir(exist_ok=True)
+        (folder / "__init__.py").write_text("")
+    (pkg / "x.py").write_text(code)
+    (problem,) = check_layers(collect_imports(tmp_path))
+    assert problem.endswith("m3rcr/data/x.py:3: imports m3rcr.reports (tier 4, m3rcr.reports) from tier 1 "
+                            "(m3rcr.data): imports may only point down"), problem
+
+
+@pytest.mark.parametrize("code", [
+    "import importlib\nload = importlib.import_module\n",
+    "from importlib import import_module as load\n",
+    "exec('import m3rcr.reports')\n",
+    "import sys\nx = sys.modules['m3rcr.reports']\n",
+])
+def test_imports_the_collector_cannot_follow_are_refused(tmp_path: Path, code: str) -> None:
+    pkg = tmp_path / "m3rcr" / "data"
+    pkg.mkdir(parents=True)
+    (tmp_path / "m3rcr" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "x.py").write_text(code)
+    problems = check_layers(collect_imports(tmp_path))
+    assert problems and all("cannot follow" in p for p in problems), problems
+
+
 def test_an_import_of_a_computed_name_is_refused(tmp_path: Path) -> None:
     pkg = tmp_path / "m3rcr" / "data"
     pkg.mkdir(parents=True)
     (tmp_path / "m3rcr" / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("import importlib\ndef load(n):\n    return importlib.import_module(f'm3rcr.{n}')\n")
     (problem,) = check_layers(collect_imports(tmp_path))
-    assert problem.endswith("m3rcr/data/__init__.py:3: imports a module whose name is computed at run time; "
-                            "write the import out so that its layer can be checked"), problem
+    assert problem.endswith("m3rcr/data/__init__.py:3: imports a module the test cannot follow (a computed name, "
+                            "an aliased loader, exec/eval or sys.modules); write the import out so its layer is "
+                            "checked"), problem
 
 
 def test_the_facade_is_imported_by_nothing_below_it() -> None:

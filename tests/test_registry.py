@@ -9,6 +9,7 @@ from tiny_models import TINY
 from torch import nn
 
 from m3rcr.models import MODELS, CloudRemovalModel, ConfiguredModule, ModelSpec, load_model, save_checkpoint
+from m3rcr.training.losses import LOSSES
 from m3rcr.utils.registry import Registry, RegistryError
 
 
@@ -69,11 +70,19 @@ def test_a_name_is_registered_once() -> None:
         reg.register("scale", Scale)
 
 
-def test_loader_runs_once_on_first_use() -> None:
-    calls = []
-    reg: Registry[nn.Module] = Registry("widget", loader=lambda: calls.append(reg.register("late", Scale)))
-    assert calls == []
-    assert reg.names() == ["late"] and reg.names() == ["late"] and len(calls) == 1
+def test_a_fixed_argument_the_constructor_lacks_is_refused_at_registration() -> None:
+    with pytest.raises(RegistryError, match="widget 'typo' fixes biass, which its constructor does not take"):
+        _registry().register("typo", Scale, biass=True)
+
+
+def test_a_class_without_its_own_init_takes_no_options() -> None:
+    """nn.Module's ``*args, **kwargs`` must not let any option through (the l1 and l2 losses)."""
+    reg: Registry[nn.Module] = Registry("widget")
+    reg.register("bare", type("Bare", (nn.Module,), {}))
+    with pytest.raises(RegistryError, match="widget 'bare' has no option 'weight'; options: none"):
+        reg.check("bare", {"weight": 2})
+    with pytest.raises(ValueError, match="loss 'l1' has no option 'weight'"):
+        LOSSES.check("l1", {"weight": 2})
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -91,6 +100,8 @@ def test_every_model_follows_the_contract(name: str) -> None:
     sar = torch.rand(1, spec.sar_bands, 20, 28) if spec.uses_sar else None
     with torch.no_grad():
         assert model(cloudy, sar).shape == (1, spec.optical_out, 20, 28)
+    # any model can be a conditional-GAN generator: the condition is what it reads
+    assert model.condition(cloudy, sar).shape == (1, spec.input_bands, 20, 28)
 
 
 def test_config_is_recorded_by_the_base_class_for_subclasses() -> None:

@@ -16,10 +16,9 @@ import yaml
 
 from m3rcr.benchmark.config import STATE_FILE, file_hash, fingerprint, semantic_source, slug, step_name
 from m3rcr.benchmark.report import write_report
-from m3rcr.data import M3RCRDataset, Sampling
 from m3rcr.evaluation.complexity import measure
-from m3rcr.evaluation.evaluate import EvalOptions
-from m3rcr.evaluation.semantic import SemanticOptions, predictions_source
+from m3rcr.evaluation.evaluate import EvalOptions, evaluation_dataset
+from m3rcr.evaluation.semantic import SemanticOptions, predictions_source, reference_sources
 from m3rcr.inference.predictors import cloudy_predictor, model_predictor
 from m3rcr.models import load_model, load_segmentation_model
 from m3rcr.training.config import ConfigError, load_config
@@ -184,9 +183,7 @@ class Benchmark:
                     self.run_dir(method, seed), seed)
 
     def _dataset(self):
-        return M3RCRDataset(self.root, self.split, sar_mode=self.sar_mode,
-                            landcover_mode="geo" if self.sar_mode == "geo" else "nearest",
-                            sampling=Sampling(crop_size=self.crop, crop="center"))
+        return evaluation_dataset(self.root, self.split, sar_mode=self.sar_mode, crop=self.crop)
 
     def evaluate_method(self, method: dict[str, Any], seed: int | None = None) -> None:
         device = self._device()
@@ -229,7 +226,7 @@ class Benchmark:
 
     def semantic(self) -> None:
         device = self._device()
-        sources: dict[str, Any] = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
+        sources: dict[str, Any] = reference_sources()
         figure = {"Cloud-free": "Cloud-free", "Cloudy": "Cloudy"}  # source -> label in Fig. 7
         for m in self.config["methods"]:
             if m.get("kind") == "cloudy":  # the cloudy floor is always the 'Cloudy' row

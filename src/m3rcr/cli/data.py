@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,10 @@ from m3rcr.cli.args import (
     open_dataset,
     positive,
 )
-from m3rcr.data.build.manifest import MASK_KEYS, SCENE_KEYS, SceneKey, SceneSet
+from m3rcr.data.build.manifest import SCENE_KEYS, SceneKey
+from m3rcr.data.build.options import BuildOptions
 from m3rcr.errors import DataError
 from m3rcr.utils.files import check_output
-
-_OTHER_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".tif", ".tiff", ".pdf", ".svg", ".gif", ".bmp", ".webp"}
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -52,39 +52,16 @@ def cmd_synth_scene(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Render samples to PNG: one sample to OUT.png, or several into the folder OUT."""
-    from m3rcr.reports.figures import save_figure
+    from m3rcr.reports.sample_figures import write_sample_figures
 
     ds = open_dataset(args)
-    where = args.csv or Path(args.data) / args.split
-    indices = list(args.index)
-    if args.name:
-        names = ds.names
-        missing = [n for n in args.name if n not in names]
-        if missing:
-            raise DataError(where, f"no sample named {', '.join(missing)}")
-        indices += [names.index(n) for n in args.name]
-    if args.all:
-        indices = list(range(len(ds)))
-    indices = list(dict.fromkeys(indices)) or [0]  # a sample asked for twice (by index and by name) is drawn once
-    for i in indices:
-        if not 0 <= i < len(ds):
-            raise DataError(where, f"index {i} out of range ({len(ds)} samples)")
-    out = Path(args.out)
-    if out.suffix.lower() in _OTHER_IMAGE_SUFFIXES:
-        raise ValueError(f"--out {out}: pictures are written as PNG; give a .png file (one sample) or a folder")
-    if len(indices) > 1 and out.suffix.lower() == ".png":
-        raise ValueError(f"--out {out}: {len(indices)} samples go into a folder; give a folder name, "
-                         "or one sample for a .png file")
-    to_folder = out.suffix.lower() != ".png"
-    if to_folder:
-        check_output(out, overwrite=True, folder=True)  # a folder of pictures may grow; its files are checked below
-    targets = {i: out / f"{args.split}_{i:04d}_{ds.samples[i].name}.png" if to_folder else out for i in indices}
-    for target in targets.values():  # before drawing anything
-        check_output(target, args.overwrite)
-    for i, target in targets.items():
-        sample = ds[i]
-        save_figure(ds.plot(sample, stretch=args.stretch), target, dpi=args.dpi)
-        print(target)
+    try:
+        indices = ds.select(args.index, args.name or (), every=args.all)
+    except ValueError as exc:
+        raise DataError(args.csv or Path(args.data) / args.split, str(exc)) from None
+    for path in write_sample_figures(ds, indices, args.out, stretch=args.stretch, dpi=args.dpi,
+                                     overwrite=args.overwrite):
+        print(path)
     return 0
 
 
@@ -108,13 +85,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_build_dataset(args: argparse.Namespace) -> int:
     """Cut an M3R-CR-style dataset out of whole scenes."""
-    from m3rcr.data.build import BuildOptions, build_dataset
+    from m3rcr.data.build import BuildOptions, build_dataset, scene_sets_from_flags
     from m3rcr.utils.progress import progress as progress_bar
 
-    scenes = _scene_sets(args)
-    options = BuildOptions(tile=args.tile, stride=args.stride, lowres=args.lowres, sar_resampling=args.sar_resampling,
-                           min_valid=args.min_valid, min_cloud=args.min_cloud, max_cloud=args.max_cloud,
-                           test_fraction=args.test_fraction, seed=args.seed)
+    given = {k.name: getattr(args, k.name) for k in SCENE_KEYS if getattr(args, k.name) is not None}
+    scenes = scene_sets_from_flags(args.scenes, given)
+    options = BuildOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BuildOptions)})
     bars: list = []  # opened at the first tile, once every scene set has been checked
 
     def progress(done: int, total: int) -> None:
@@ -129,27 +105,6 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
             bar.close()
     print(result.summary())
     return 0
-
-
-def _scene_sets(args: argparse.Namespace) -> list[SceneSet]:
-    """The scene sets of --scenes, or the one scene set of the flags."""
-    from m3rcr.data.build import load_manifest, scene_set_from_mapping
-
-    given = {k.name: getattr(args, k.name) for k in SCENE_KEYS if getattr(args, k.name) is not None}
-    if args.scenes:
-        if given:
-            flags = ", ".join(k.flag for k in SCENE_KEYS if k.name in given)
-            raise ValueError(f"give either --scenes or the flags of one scene set, not both (also given: {flags})")
-        return load_manifest(args.scenes)
-    required = [k.flag for k in SCENE_KEYS if k.required]
-    either = " or ".join(f"--{k}" for k in MASK_KEYS)
-    missing = [k.flag for k in SCENE_KEYS if k.required and k.name not in given]
-    if not any(k in given for k in MASK_KEYS):
-        missing.append(either)
-    if missing:
-        raise ValueError(f"give --scenes FILE, or one scene set with {', '.join(required)} and {either}; "
-                         f"missing: {', '.join(missing)}")
-    return [scene_set_from_mapping(given, ".", "command line")]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -239,26 +194,30 @@ def _add_build_dataset(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scenes", metavar="YAML", help="scene manifest (paths relative to it)")
     for key in SCENE_KEYS:
         _add_scene_key(g, key)
-    g = p.add_argument_group("tiles")
-    g.add_argument("--tile", type=positive, default=300, help="optical tile size in pixels (default: 300)")
-    g.add_argument("--stride", type=positive, help="optical pixels between tile origins (default: --tile); must keep "
-                                              "origins on low-res pixel boundaries (a multiple of 10 at 3 m)")
-    g.add_argument("--lowres", type=finite_float, default=10.0, metavar="M",
-                   help="SAR / land-cover pixel size in metres; the tile holds round(tile * res / M) such pixels "
-                        "covering its ground exactly (default: 10)")
-    g.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="bilinear",
-                   help="SAR onto the low-res grid (default: bilinear)")
-    g = p.add_argument_group("filters and split")
-    g.add_argument("--min-valid", type=finite_float, default=1.0, metavar="F",
-                   help="keep tiles with at least this fraction of valid pixels (default: 1.0)")
-    g.add_argument("--min-cloud", type=finite_float, default=0.0, metavar="F", help="minimum cloud cover (default: 0)")
-    g.add_argument("--max-cloud", type=finite_float, default=1.0, metavar="F", help="maximum cloud cover (default: 1)")
-    g.add_argument("--test-fraction", type=finite_float, default=0.2, metavar="F",
-                   help="fraction of the AOIs without a split that go to test (default: 0.2)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the AOI split (default: 0)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(BuildOptions):  # BuildOptions describes its own flags
+        group = groups.get(f.metadata["group"]) or groups.setdefault(f.metadata["group"],
+                                                                     p.add_argument_group(f.metadata["group"]))
+        _add_option(group, f)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build_dataset)
+
+
+_PARSERS = {"positive": positive, "float": finite_float, "int": int}
+
+
+def _add_option(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
+    """The flag of one :class:`~m3rcr.data.build.BuildOptions` field, from the field's metadata."""
+    meta = f.metadata
+    kwargs: dict[str, Any] = {"help": meta["help"], "default": f.default}
+    if meta["parse"] == "choice":
+        kwargs["choices"] = meta["choices"]
+    else:
+        kwargs["type"] = _PARSERS[meta["parse"]]
+    if "metavar" in meta:
+        kwargs["metavar"] = meta["metavar"]
+    group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
 def _add_scene_key(group: argparse._ArgumentGroup, key: SceneKey) -> None:

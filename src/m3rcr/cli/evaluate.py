@@ -14,22 +14,21 @@ from m3rcr.utils.files import check_output
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (or the cloudy input) on a split."""
-    from m3rcr.data import M3RCRDataset, Sampling
-    from m3rcr.evaluation.evaluate import EvalOptions
+    from m3rcr.evaluation.evaluate import EvalOptions, evaluation_dataset
+    from m3rcr.reports.evaluation import summary_text
     from m3rcr.workflows import evaluate
 
     check_output(args.out, args.overwrite, folder=True)  # before minutes of work
     device = device_of(args.device)
-    ds = M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
-                      landcover_mode="geo" if args.sar_mode == "geo" else "nearest",
-                      sampling=Sampling(crop_size=args.crop, crop="center"))
+    ds = evaluation_dataset(args.data, args.split, args.csv, sar_mode=args.sar_mode,
+                            sar_resampling=args.sar_resampling, crop=args.crop)
     predict, method, settings = _method(args, device)
     options = EvalOptions(batch_size=args.batch_size, device=device, num_workers=args.workers, clip=args.clip,
                           save_predictions=args.save_predictions, figure_names=args.samples,
                           figure_count=args.figure_count, settings=settings, progress=not args.quiet,
                           stretch=args.stretch)
     summary = evaluate(predict, ds, args.out, method, options, overwrite=args.overwrite)
-    _print_evaluation(method, summary, args.out)
+    print(summary_text(method, summary, args.out))
     return 0
 
 
@@ -46,19 +45,6 @@ def _method(args: argparse.Namespace, device: Any) -> tuple[Any, str, dict[str, 
     settings = {"checkpoint": str(args.checkpoint), "model": getattr(model, "registry_name", None),
                 "precision": args.precision}
     return model_predictor(model, args.precision), args.name or getattr(model, "registry_name", "model"), settings
-
-
-def _print_evaluation(method: str, summary: dict[str, Any], out: str) -> None:
-    o = summary["overall"]
-    print(f"{method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
-          f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {out}")
-    r = summary.get("removal")
-    if r and r.get("mae_ratio") is not None:
-        bias = ", ".join("n/a" if b is None else f"{100 * b:+.1f}" for b in r["band_bias"])
-        grid = "n/a" if r["grid_ratio"] is None else f"{r['grid_ratio']:.2f}"
-        clear = "n/a" if r["clear_change"] is None else f"{100 * r['clear_change']:.2f}"
-        print(f"  cloudy pixels: MAE {100 * r['mae_cloudy']:.2f} (x100) = {r['mae_ratio']:.2f} x the mean fill's; "
-              f"band bias (B, G, R, NIR) {bias} %; grid-artefact ratio {grid}; clear pixels changed by {clear} (x100)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -86,13 +72,13 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     """Parameters, MACs and latency of a model."""
     import torch
 
-    from m3rcr.evaluation.complexity import measure
+    from m3rcr.evaluation.complexity import DTYPES, measure
     from m3rcr.models import create_model, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(device_of(args.device))
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     if len(args.size) > 2:
         raise ValueError(f"--size takes N or H W, got {len(args.size)} values")
     if args.checkpoint:
@@ -108,12 +94,7 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
-        lat = f"{result.latency_ms:.1f} ms (median of {args.repeats})" if result.latency_ms is not None else "not measured"
-        padded = f" (computed at {result.padded_size[0]} x {result.padded_size[1]})" if result.padded_size else ""
-        print(f"model       {name}\ninput       {args.batch_size} x {size[0]} x {size[1]}{padded}\n"
-              f"parameters  {result.parameters:,}\nMACs        {result.macs / 1e9:.2f} G\n"
-              f"FLOPs       {result.flops / 1e9:.2f} G\nlatency     {lat}\n"
-              f"device      {result.device}, {result.dtype}, {result.threads} threads")
+        print(result.describe())
     return 0
 
 

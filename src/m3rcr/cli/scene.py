@@ -84,16 +84,10 @@ def cmd_score_scene(args: argparse.Namespace) -> int:
     if args.json:
         write_measures(args.json, measures, {"result": args.result, "cloudy": args.cloudy,
                                              "reference": args.reference, "mask": args.mask, "targets": TARGETS})
-    checks = measures.checks()
-    failed = [k for k, ok in checks.items() if ok is False]
-    if args.strict and failed:
-        print(f"m3rcr score-scene: the result misses the target(s): {', '.join(failed)}", file=sys.stderr)
-        return 1
-    if args.strict and checks["mae_ratio"] is None:  # nothing to pass is not a pass
-        print("m3rcr score-scene: no cloudy pixel has data in the result, the input and the reference: the removal "
-              "cannot be measured", file=sys.stderr)
-        return 1
-    return 0
+    failures = measures.failures() if args.strict else []
+    for reason in failures:
+        print(f"m3rcr score-scene: {reason}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

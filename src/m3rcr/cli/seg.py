@@ -29,7 +29,7 @@ def cmd_seg_train(args: argparse.Namespace) -> int:
 def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     """Segment cloud-free, cloudy and predicted images; mIoU and PA per cloud-cover bin."""
     from m3rcr.data import M3RCRDataset, Sampling
-    from m3rcr.evaluation.semantic import SemanticOptions, predictions_source
+    from m3rcr.evaluation.semantic import SemanticOptions, predictions_source, reference_sources
     from m3rcr.inference.predictors import model_predictor
     from m3rcr.models import load_model, load_segmentation_model
     from m3rcr.workflows import semantic_evaluate
@@ -38,7 +38,7 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     segmenter = load_segmentation_model(args.checkpoint, device=device)
     ds = M3RCRDataset(args.data, args.split, args.csv, sampling=Sampling(crop_size=args.crop, crop="center"))
-    sources = {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
+    sources = reference_sources()
     for name, ckpt in _named(args.method, "--method"):
         sources[name] = model_predictor(load_model(ckpt, device=device))
     for name, folder in _named(args.predictions, "--predictions"):

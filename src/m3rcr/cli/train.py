@@ -68,16 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_curves(args: argparse.Namespace) -> int:
     """Draw a run's training curves from its CSV log."""
     from m3rcr.reports.figures import save_figure
-    from m3rcr.training.curves import history_from_csv, training_curves
+    from m3rcr.training.curves import run_history, training_curves
 
-    log = Path(args.run) / "logs" / "csv" / "metrics.csv"
-    if not log.is_file():
-        raise FileNotFoundError(f"{log}: no CSV log (is {args.run} a run folder of m3rcr train?)")
-    history = history_from_csv(log)
-    if not history:
-        raise ValueError(f"{log}: no epoch has finished yet")
-    if not any(set(entry) - {"epoch", "step"} for entry in history):  # epochs, but nothing to draw
-        raise ValueError(f"{log}: no loss or score column (train/loss_epoch, val/loss, val/psnr or val/miou)")
+    history = run_history(args.run)
     # the run's own figure (the default) is the training's to refresh; another file is the user's
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: the curves are written as PNG; give a .png file name")

@@ -256,6 +256,9 @@ def geotiff_writer(
     Yields rasterio's dataset writer; ``tags`` (after ``layout.area_or_point``) and band ``descriptions`` are
     set when the block ends. The caller may set more (units, scales, masks) inside the block.
     """
+    if layout is not None and not isinstance(layout, GeoTiffLayout):  # e.g. the interleave string of old calls
+        raise TypeError(f"layout must be a GeoTiffLayout (interleave, tiling and compression are its fields), "
+                        f"got {layout!r}")
     layout = layout or GeoTiffLayout()
     profile = dict(driver="GTiff", count=spec.count, height=spec.height, width=spec.width, dtype=spec.dtype,
                    crs=spec.crs, transform=spec.transform, nodata=spec.nodata, **layout.creation_options())

@@ -13,14 +13,15 @@ No key list is kept by hand: the dataclass fields and the constructor signature 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from m3rcr.data.datasets import DATASETS
+from m3rcr.utils.plain import plain
 from m3rcr.utils.registry import RegistryError
+from m3rcr.utils.text import spelled
 
 #: dataset constructor arguments the DataModule sets itself (a config that sets them is an error)
 _SET_BY_DATAMODULE = ("root", "split", "files", "sampling")
@@ -102,20 +103,16 @@ class DataOptions:
         valid = section_keys() | (set(entry.parameters()) - set(_SET_BY_DATAMODULE))
         unknown = sorted(set(rest) - valid)
         if unknown:
-            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, valid, n=1))
-                     else repr(k) for k in unknown]
-            raise ValueError(f"data: unknown key {', '.join(hints)} for dataset {name!r}; "
+            raise ValueError(f"data: unknown key {', '.join(spelled(k, valid) for k in unknown)} for dataset {name!r}; "
                              f"keys: {', '.join(sorted(valid))}")
         return cls(**parts, dataset=rest)
 
     def to_section(self) -> dict[str, Any]:
         """The flat ``data`` section these options come from (plain values: it is saved in checkpoints)."""
-        out: dict[str, Any] = {"name": self.name, "root": str(self.root)}
-        for part in (self.splits, self.batching):
-            out.update({k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(part).items()})
-        out.update(crop_size=self.crop_size, eval_crop_size=self.eval_crop_size, augment=self.augment)
-        out.update(self.dataset)
-        return out
+        out: dict[str, Any] = {"name": self.name, "root": self.root, **plain(self.splits), **plain(self.batching),
+                               "crop_size": self.crop_size, "eval_crop_size": self.eval_crop_size,
+                               "augment": self.augment, **self.dataset}
+        return plain(out)
 
 
 def section_keys() -> set[str]:

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3rcr.data import M3RCRDataset, Sampling
 from m3rcr.errors import DataError
 from m3rcr.evaluation.aggregate import aggregate
-from m3rcr.evaluation.evaluate import read_prediction, spread_over_bins
+from m3rcr.evaluation.evaluate import evaluation_dataset, read_prediction, spread_over_bins
 
 #: one method's evaluation folder, or the folders of its seeds
 Folders = Sequence[str | Path | Sequence[str | Path]]
@@ -163,8 +162,9 @@ def comparison_samples(comparison: Comparison, count: int
         return [], {}
     label = next(iter(comparison.predictions))
     first = comparison.results[label]
-    ds = M3RCRDataset(first["data"], first["split"], sar_mode=first.get("sar_mode", "nearest"),
-                      sampling=Sampling(crop_size=first.get("crop_size"), crop="center"))
+    crop = first.get("crop_size")
+    ds = evaluation_dataset(first["data"], first["split"], sar_mode=first.get("sar_mode", "nearest"),
+                            crop=tuple(crop) if crop else None)
     with open(comparison.predictions[label].parent / "metrics.csv") as fh:  # cloud cover without reading images
         covers = {row["name"]: float(row["cloud_cover"]) for row in csv.DictReader(fh)}
     common = [(n, covers[n]) for n in ds.names

@@ -71,6 +71,21 @@ class Complexity:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """The measurements as aligned lines for a terminal."""
+        runs = len(self.latency_runs_ms)
+        lat = f"{self.latency_ms:.1f} ms (median of {runs})" if self.latency_ms is not None else "not measured"
+        padded = f" (computed at {self.padded_size[0]} x {self.padded_size[1]})" if self.padded_size else ""
+        h, w = self.input_size
+        return (f"model       {self.model}\ninput       {self.batch_size} x {h} x {w}{padded}\n"
+                f"parameters  {self.parameters:,}\nMACs        {self.macs / 1e9:.2f} G\n"
+                f"FLOPs       {self.flops / 1e9:.2f} G\nlatency     {lat}\n"
+                f"device      {self.device}, {self.dtype}, {self.threads} threads")
+
+
+#: the ``--dtype`` names of the latency measurement
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":

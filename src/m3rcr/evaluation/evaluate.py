@@ -25,7 +25,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from m3rcr.data import M3RCRDataset, tensor_to_affine
+from m3rcr.data import M3RCRDataset, Sampling, tensor_to_affine
 from m3rcr.data.io import GeoTiffLayout, read_bands, write_geotiff
 from m3rcr.data.preprocess import OPTICAL_BANDS, cover_bin, cover_bin_label
 from m3rcr.evaluation.metrics import ImageRecord, MetricAccumulator, finite_or_none
@@ -79,6 +79,16 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float):
         return finite_or_none(obj)
     return obj
+
+
+def evaluation_dataset(root: str | Path, split: str = "test", files: str | Path | None = None, *,
+                       sar_mode: str = "nearest", sar_resampling: str = "nearest",
+                       crop: int | tuple[int, int] | None = None) -> M3RCRDataset:
+    """A split as the benchmark scores it: centred ``crop`` x ``crop`` crops (None: whole tiles) and the land cover
+    on the optical grid, which the per-class metrics need (reprojected in ``geo`` mode, else resized)."""
+    return M3RCRDataset(root, split, files, sar_mode=sar_mode, sar_resampling=sar_resampling,
+                        landcover_mode="geo" if sar_mode == "geo" else "nearest",
+                        sampling=Sampling(crop_size=crop, crop="center"))
 
 
 def write_prediction(path: Path, prediction: torch.Tensor, crs: str, transform: torch.Tensor) -> None:

@@ -97,6 +97,18 @@ class RemovalMeasures:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def failures(self, targets: Mapping[str, float] = TARGETS) -> list[str]:
+        """Why the result does not pass (empty: it passes): the targets it misses, or that nothing could be
+        measured (no cloudy pixel with data everywhere: nothing to pass is not a pass)."""
+        checks = self.checks(targets)
+        missed = [k for k, ok in checks.items() if ok is False]
+        if missed:
+            return [f"the result misses the target(s): {', '.join(missed)}"]
+        if checks["mae_ratio"] is None:
+            return ["no cloudy pixel has data in the result, the input and the reference: the removal cannot be "
+                    "measured"]
+        return []
+
     def checks(self, targets: Mapping[str, float] = TARGETS) -> dict[str, bool | None]:
         """Which targets hold (None where a measure is undefined)."""
         biases = [b for b in self.band_bias if b is not None]

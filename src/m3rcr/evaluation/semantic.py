@@ -58,6 +58,11 @@ class SemanticResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
+def reference_sources() -> dict[str, Source]:
+    """The two rows every semantic evaluation has: the cloud-free image (the ceiling) and the cloudy input."""
+    return {"Cloud-free": lambda b: b["cloudfree"], "Cloudy": lambda b: b["cloudy"]}
+
+
 def predictions_source(folder: str | Path) -> Source:
     """Images from a folder of predicted GeoTIFFs (``NAME.tif``, as ``m3rcr evaluate --save-predictions`` writes)."""
     folder = Path(folder)

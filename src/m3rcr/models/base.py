@@ -88,6 +88,10 @@ class ConfiguredModule(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
+            params = inspect.signature(cls.__dict__["__init__"]).parameters
+            bare = [n for n in cls.unrecorded if n in params and params[n].default is inspect.Parameter.empty]
+            if bare:  # recorded "at its default", it would record inspect's marker, which no checkpoint can hold
+                raise TypeError(f"{cls.__name__}.unrecorded names {', '.join(bare)}, which must have a default")
             cls.__init__ = _recording(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
 
@@ -98,6 +102,15 @@ class CloudRemovalModel(ConfiguredModule):
 
     task: ClassVar[str | None] = "cloud_removal"
     spec: ModelSpec
+
+    def condition(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
+        """What a conditional-GAN discriminator is conditioned on: the model's input, optical then SAR (the
+        ``spec.input_bands`` bands it reads), so any model of the registry can be trained as a GAN generator."""
+        if not self.spec.uses_sar:
+            return cloudy
+        if sar is None:
+            raise ValueError(f"{type(self).__name__} fuses SAR: its condition needs the SAR input")
+        return torch.cat([cloudy, sar], dim=1)
 
     def forward_with_attention(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None
                                ) -> tuple[torch.Tensor, torch.Tensor | None]:

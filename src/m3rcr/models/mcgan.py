@@ -67,10 +67,6 @@ class McGAN(CloudRemovalModel):
         set_norm_at_test(self, norm_at_test)
         self.norm_at_test = norm_at_test
 
-    def condition(self, cloudy: torch.Tensor, sar: torch.Tensor | None) -> torch.Tensor:
-        """What the discriminator is conditioned on: the generator's input."""
-        return cloudy
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.enc0(x)]
         for layer in self.enc:

@@ -63,10 +63,6 @@ class SAROptCGAN(CloudRemovalModel):
         init_gan_weights(self, init_std)
         set_norm_at_test(self, norm_at_test)
 
-    def condition(self, cloudy: torch.Tensor, sar: torch.Tensor | None) -> torch.Tensor:
-        """What the discriminator is conditioned on: the generator's input, optical then SAR."""
-        return torch.cat([cloudy, sar], dim=1)
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for layer in self.down:

@@ -103,10 +103,6 @@ class SpAGAN(CloudRemovalModel):
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1, bias=False)
         init_gan_weights(self, init_std)
 
-    def condition(self, cloudy: torch.Tensor, sar: torch.Tensor | None) -> torch.Tensor:
-        """What the discriminator is conditioned on: the generator's input."""
-        return cloudy
-
     def forward_with_attention(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None
                                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored image (B, 4, H, W), last attention map (B, 1, H, W))."""

@@ -52,3 +52,20 @@ def write_qualitative(out: Path, samples: Sequence[Mapping[str, Any]], predictio
     without samples."""
     if samples:
         save_figure(qualitative_grid(samples, predictions, stretch=stretch), out / "fig_qualitative.png")
+
+
+def summary_text(method: str, summary: Mapping[str, Any], out: str | Path) -> str:
+    """The lines a terminal shows of an evaluation's ``metrics.json`` summary: the overall image metrics and,
+    where measured, the cloud-removal checks against the trivial baselines."""
+    o = summary["overall"]
+    lines = [f"{method}: {o['images']} images  MAE {100 * o['mae']:.2f} (x100)  PSNR {o['psnr']:.2f} dB  "
+             f"SAM {o['sam']:.2f} deg  SSIM {o['ssim']:.3f}  -> {out}"]
+    r = summary.get("removal")
+    if r and r.get("mae_ratio") is not None:
+        bias = ", ".join("n/a" if b is None else f"{100 * b:+.1f}" for b in r["band_bias"])
+        grid = "n/a" if r["grid_ratio"] is None else f"{r['grid_ratio']:.2f}"
+        clear = "n/a" if r["clear_change"] is None else f"{100 * r['clear_change']:.2f}"
+        lines.append(f"  cloudy pixels: MAE {100 * r['mae_cloudy']:.2f} (x100) = {r['mae_ratio']:.2f} x the mean "
+                     f"fill's; band bias (B, G, R, NIR) {bias} %; grid-artefact ratio {grid}; clear pixels changed "
+                     f"by {clear} (x100)")
+    return "\n".join(lines)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import inspect
 import types
 import typing
@@ -50,9 +49,10 @@ from m3rcr.training.settings import (
     RunConfig,
     ScheduleConfig,
     TrainConfig,
-    plain,
 )
+from m3rcr.utils.plain import plain
 from m3rcr.utils.registry import Registry, RegistryError
+from m3rcr.utils.text import did_you_mean, spelled
 
 S = TypeVar("S")
 
@@ -191,9 +191,8 @@ def _component(values: Any, registry: Registry[Any], where: str) -> Component:
                               + ", ".join(f"{where}.config.{key}" for key in stray))
     comp = parse_section(Component, values, where)
     if comp.name not in registry:
-        hint = difflib.get_close_matches(str(comp.name), registry.names(), n=1)
-        more = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"{where}.name {comp.name!r} is not a {registry.kind}{more}; "
+        raise ConfigError(f"{where}.name {comp.name!r} is not a {registry.kind}"
+                          f"{did_you_mean(comp.name, registry.names())}; "
                           f"known: {', '.join(registry.names())}")
     try:
         registry.check(comp.name, comp.config)
@@ -265,11 +264,7 @@ def _run(values: Any) -> RunConfig:
 
 def _spelled(keys: Sequence[str], allowed: Sequence[str] | Mapping[str, Any]) -> str:
     """``keys`` as a list, each with the close spelling among ``allowed`` if there is one."""
-    out = []
-    for key in keys:
-        close = difflib.get_close_matches(str(key), list(allowed), n=1)
-        out.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    return "[" + ", ".join(out) + "]"
+    return "[" + ", ".join(spelled(key, allowed) for key in keys) + "]"
 
 
 def _describe(hint: Any) -> str:

@@ -29,6 +29,20 @@ def history_from_csv(path: str | Path) -> list[dict[str, float]]:
     return [epochs[e] for e in sorted(epochs)]
 
 
+def run_history(run: str | Path) -> list[dict[str, float]]:
+    """The per-epoch history of the run folder ``run`` (from its CSV log), with a clear error when there is
+    nothing to draw yet."""
+    log = Path(run) / "logs" / "csv" / "metrics.csv"
+    if not log.is_file():
+        raise FileNotFoundError(f"{log}: no CSV log (is {run} a run folder of m3rcr train?)")
+    history = history_from_csv(log)
+    if not history:
+        raise ValueError(f"{log}: no epoch has finished yet")
+    if not any(set(entry) - {"epoch", "step"} for entry in history):  # epochs, but nothing to draw
+        raise ValueError(f"{log}: no loss or score column (train/loss_epoch, val/loss, val/psnr or val/miou)")
+    return history
+
+
 def training_curves(history: Sequence[Mapping[str, float]]) -> Figure:
     """Per-epoch training and validation loss (left) and validation PSNR or mIoU (right) of one run."""
     fig = Figure(figsize=(10, 3.4), layout="constrained")

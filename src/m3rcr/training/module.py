@@ -15,7 +15,8 @@ from m3rcr.models.discriminators import DISCRIMINATORS
 from m3rcr.models.registry import MODELS
 from m3rcr.models.segmentation import SEGMENTATION_MODELS
 from m3rcr.training.losses import LOSSES, adversarial_loss
-from m3rcr.training.settings import Component, GANConfig, OptimConfig, ScheduleConfig, plain
+from m3rcr.training.settings import Component, GANConfig, OptimConfig, ScheduleConfig
+from m3rcr.utils.plain import plain
 
 
 def _scheduler(opt: torch.optim.Optimizer, schedule: ScheduleConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -30,7 +30,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from m3rcr.data import DataOptions
 from m3rcr.data.datamodule import CloudRemovalDataModule
+from m3rcr.data.datasets import DatasetSpec
 from m3rcr.errors import DataError
+from m3rcr.models.base import ModelSpec
 from m3rcr.training.callbacks import (
     ExportCheckpoints,
     ProgressLog,
@@ -176,6 +178,8 @@ def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_dat
     options = _data_options(cfg)
     batch = options.batching.batch_size
     datamodule = CloudRemovalDataModule(options)
+    if cfg.task != "segmentation":
+        check_bands(module.net.spec, datamodule.dataset_class.spec)
     if setup_data:
         datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
     trainer = _trainer(cfg, run_dir, resume=resume)
@@ -192,6 +196,18 @@ def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_dat
         trainer.limit_val_batches = 0
     _hint_workers(options.batching.num_workers, trainer)
     return trainer, module, datamodule
+
+
+def check_bands(model: ModelSpec, data: DatasetSpec) -> None:
+    """Refuse a model whose input bands are not the dataset's (a 4-band model on 13-band data, say)."""
+    optical, sar = len(data.optical_bands), len(data.sar_bands)
+    if model.optical_in != optical or model.optical_out != optical:
+        raise ConfigError(f"model: reads {model.optical_in} and writes {model.optical_out} optical bands, but dataset "
+                          f"{data.name!r} has {optical} ({', '.join(data.optical_bands)}); set model.config so that "
+                          "they match")
+    if model.uses_sar and model.sar_bands != sar:
+        raise ConfigError(f"model: fuses {model.sar_bands} SAR bands, but dataset {data.name!r} has {sar} "
+                          f"({', '.join(data.sar_bands)})")
 
 
 def check_data_root(config: dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ LightningModules of :mod:`m3rcr.training.module` take them as arguments.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,17 +19,6 @@ def step_decay(epoch: int, constant_epochs: int, step_epochs: int, gamma: float)
     if epoch < constant_epochs:
         return 1.0
     return gamma ** ((epoch - constant_epochs) // step_epochs + 1)
-
-
-def plain(obj: Any) -> Any:
-    """A settings object (or a container of them) as plain dicts and lists: what YAML and checkpoints hold."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    return obj
 
 
 @dataclass(frozen=True)

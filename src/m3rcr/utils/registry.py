@@ -5,7 +5,7 @@ A registry maps a name to a class (or factory) plus the constructor arguments th
 ``aligncr_wo_sar`` is Align-CR with ``use_sar=False``). ``build`` checks the arguments against the constructor's
 signature, so a typo in a configuration is an error naming the close matches, not a silently ignored key::
 
-    LOSSES = Registry("loss", loader=lambda: importlib.import_module("m3rcr.training.losses"))
+    LOSSES = Registry("loss")
 
     @LOSSES.register("l1")
     class L1Loss(nn.Module): ...
@@ -15,11 +15,12 @@ signature, so a typo in a configuration is an error naming the close matches, no
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from m3rcr.utils.text import spelled
 
 T = TypeVar("T")
 
@@ -36,9 +37,18 @@ class Entry(Generic[T]):
     target: Callable[..., T]
     fixed: dict[str, Any] = field(default_factory=dict)
 
+    def signature(self) -> inspect.Signature:
+        """The constructor's signature; a class that inherits ``object``'s or torch's ``__init__`` takes nothing
+        (their ``*args, **kwargs`` would otherwise let any option through)."""
+        if isinstance(self.target, type):
+            owner = next(c for c in self.target.__mro__ if "__init__" in c.__dict__)
+            if owner is object or owner.__module__.split(".")[0] == "torch":
+                return inspect.Signature()
+        return inspect.signature(self.target)
+
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The constructor's keyword parameters a configuration may set (fixed ones excluded)."""
-        params = inspect.signature(self.target).parameters
+        params = self.signature().parameters
         return {name: p for name, p in params.items()
                 if name not in self.fixed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
@@ -48,31 +58,27 @@ class Entry(Generic[T]):
 
     def accepts_any(self) -> bool:
         """Whether the constructor takes ``**kwargs`` (then unknown keys cannot be refused here)."""
-        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.target).parameters.values())
+        return any(p.kind is p.VAR_KEYWORD for p in self.signature().parameters.values())
 
 
 class Registry(Generic[T]):
     """Names -> constructors of one kind of thing; ``kind`` words the error messages ("model", "loss")."""
 
-    def __init__(self, kind: str, loader: Callable[[], Any] | None = None) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._loader = loader
-        self._loaded = loader is None
         self._entries: dict[str, Entry[T]] = {}
-
-    def _load(self) -> None:
-        # the built-in entries live in modules that import this registry; import them on first use
-        if not self._loaded:
-            self._loaded = True
-            assert self._loader is not None
-            self._loader()
 
     def register(self, name: str, target: Callable[..., T] | None = None, **fixed: Any) -> Any:
         """Register ``target`` under ``name`` (or use as a class decorator: ``@REG.register("name")``)."""
         def add(obj: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise RegistryError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = Entry(name, obj, dict(fixed))
+            entry = Entry(name, obj, dict(fixed))
+            params = entry.signature().parameters
+            if not entry.accepts_any() and set(fixed) - set(params):
+                raise RegistryError(f"{self.kind} {name!r} fixes {', '.join(sorted(set(fixed) - set(params)))}, "
+                                    f"which its constructor does not take")
+            self._entries[name] = entry
             return obj
 
         return add if target is None else add(target)
@@ -84,11 +90,9 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""
-        self._load()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
@@ -96,11 +100,9 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry[T]:
         """The entry of ``name``; an unknown name is an error listing the known ones."""
-        self._load()
         if name not in self._entries:
-            hint = difflib.get_close_matches(str(name), list(self._entries), n=1)
-            more = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise RegistryError(f"unknown {self.kind} {name!r}{more}; known: {', '.join(sorted(self._entries))}")
+            raise RegistryError(f"unknown {self.kind} {spelled(name, self._entries)}; "
+                                f"known: {', '.join(sorted(self._entries))}")
         return self._entries[name]
 
     def defaults(self, name: str) -> dict[str, Any]:
@@ -115,9 +117,8 @@ class Registry(Generic[T]):
             allowed = entry.parameters()
             unknown = sorted(set(config) - set(allowed) - set(entry.fixed))
             if unknown:
-                hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, allowed, n=1))
-                         else repr(key) for key in unknown]
-                raise RegistryError(f"{self.kind} {name!r} has no option {', '.join(hints)}; "
+                raise RegistryError(f"{self.kind} {name!r} has no option "
+                                    f"{', '.join(spelled(key, allowed) for key in unknown)}; "
                                     f"options: {', '.join(sorted(allowed)) or 'none'}")
         clash = {k: v for k, v in config.items() if k in entry.fixed and entry.fixed[k] != v}
         if clash:

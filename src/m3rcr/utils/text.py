@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
 
 
 def percent(fraction: float, decimals: int = 1) -> str:
@@ -19,3 +21,14 @@ def percent(fraction: float, decimals: int = 1) -> str:
             continue
         return f"{text} %"
     return "< 0.0001 %" if value < 50 else "> 99.9999 %"
+
+
+def did_you_mean(key: str, allowed: Iterable[str]) -> str:
+    """`` (did you mean 'sar_mode'?)`` with the allowed spelling closest to ``key``; empty when none is close."""
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def spelled(key: str, allowed: Iterable[str]) -> str:
+    """``key`` quoted, with the closest allowed spelling when there is one: ``'sar_mod' (did you mean 'sar_mode'?)``."""
+    return f"{key!r}{did_you_mean(key, allowed)}"

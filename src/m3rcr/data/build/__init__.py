@@ -31,6 +31,7 @@ from m3rcr.data.build.manifest import (
     Split,
     load_manifest,
     scene_set_from_mapping,
+    scene_sets_from_flags,
 )
 from m3rcr.data.build.options import BuildOptions
 from m3rcr.data.build.pipeline import build_dataset, iter_tiles
@@ -60,6 +61,7 @@ __all__ = [
     "load_manifest",
     "lowres_pixels",
     "scene_set_from_mapping",
+    "scene_sets_from_flags",
     "scene_tiling",
     "stride_step",
 ]

@@ -267,3 +267,23 @@ def load_manifest(path: str | Path) -> list[SceneSet]:
         raise DataError(path, "expected a list of scene sets under 'scenes:' (season, aoi, cloudy, "
                               "cloudfree, sar, landcover, cloudmask or udm)")
     return [scene_set_from_mapping(e, path.parent, f"{path} entry {i}") for i, e in enumerate(doc, start=1)]
+
+
+def scene_sets_from_flags(manifest: str | Path | None, given: Mapping[str, Any]) -> list[SceneSet]:
+    """The scene sets of a manifest file, or the one scene set whose keys are ``given`` (the command line's
+    flags, unset ones left out): both at once, or a scene set without its required keys, is an error."""
+    flag = {k.name: k.flag for k in SCENE_KEYS}
+    if manifest is not None:
+        if given:
+            flags = ", ".join(flag[k.name] for k in SCENE_KEYS if k.name in given)
+            raise ValueError(f"give either --scenes or the flags of one scene set, not both (also given: {flags})")
+        return load_manifest(manifest)
+    required = [k.flag for k in SCENE_KEYS if k.required]
+    either = " or ".join(f"--{k}" for k in MASK_KEYS)
+    missing = [k.flag for k in SCENE_KEYS if k.required and k.name not in given]
+    if not any(k in given for k in MASK_KEYS):
+        missing.append(either)
+    if missing:
+        raise ValueError(f"give --scenes FILE, or one scene set with {', '.join(required)} and {either}; "
+                         f"missing: {', '.join(missing)}")
+    return [scene_set_from_mapping(dict(given), ".", "command line")]

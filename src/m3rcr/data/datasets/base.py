@@ -161,6 +161,20 @@ class CloudRemovalDataset(Dataset, ABC):
         """Make seeded random crops and augmentations differ between epochs."""
         self.epoch = int(epoch)
 
+    def select(self, indices: Sequence[int] = (), names: Sequence[str] = (), every: bool = False) -> list[int]:
+        """Item indices from positions and names (``every``: all items), each once, in the order asked; nothing
+        asked gives item 0. An unknown name or an index out of range is a ValueError saying which."""
+        known = self.names
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"no sample named {', '.join(missing)} in split {self.split!r}")
+        picked = list(range(len(self))) if every else [*indices, *(known.index(n) for n in names)]
+        picked = list(dict.fromkeys(picked)) or [0]  # asked for twice (by index and by name): once
+        for i in picked:
+            if not 0 <= i < len(self):
+                raise ValueError(f"index {i} out of range ({len(self)} samples in split {self.split!r})")
+        return picked
+
     def item_rng(self, index: int) -> np.random.Generator | None:
         """The generator of item ``index`` (None when the sampling draws nothing)."""
         return self.sampling.rng(index, self.epoch) if self.sampling.random else None

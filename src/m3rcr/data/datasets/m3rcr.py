@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -27,6 +28,7 @@ from m3rcr.data.preprocess import (
     SAR_BANDS,
     SAR_DB_RANGE,
     NanFill,
+    class_names,
     cloud_cover,
     fill_nan,
     landcover_ids,
@@ -138,6 +140,8 @@ class M3RCRDataset(CloudRemovalDataset):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         super().__init__(split, sampling)
+        # the land-cover ids the items carry follow the level
+        self.spec = dataclasses.replace(type(self).spec, landcover_classes=class_names(landcover_level))
         self.root = Path(root)
         self.sar_mode = sar_mode
         self.sar_resampling = sar_resampling
