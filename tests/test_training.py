@@ -85,6 +85,12 @@ def test_model_bands_must_be_the_datasets(synth_root: Path, tmp_path: Path) -> N
         build(load_config(None, [*tiny(synth_root, tmp_path / "r"), f"model.config={tiny_sar1}"]), tmp_path / "r")
 
 
+def test_train_refuses_a_configuration_of_another_task(synth_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a segmentation run \\(task: cloud_removal\\)"):
+        train(load_config(None, tiny(synth_root, tmp_path / "r")), task="segmentation")
+    assert not (tmp_path / "r").exists()
+
+
 def test_global_batch_must_split_over_processes(synth_root: Path, tmp_path: Path) -> None:
     from m3rcr.training.run import build
 
@@ -158,7 +164,7 @@ def test_two_process_ddp_on_cpu(synth_root: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "state" / "last.ckpt").is_file()
     state = torch.load(run / "state" / "last.ckpt", weights_only=True)
-    assert state[SaveTrainingState.RANKS_KEY] == [0, 1]  # both processes took part in the saved state
+    assert state[SaveTrainingState.PROCESSES_KEY] == 2  # two processes trained the saved state
     assert state["global_step"] == 2
 
 
@@ -215,7 +221,7 @@ def test_early_stopping_and_training_curves(synth_root: Path, tmp_path: Path) ->
                                  "run.early_stopping={patience: 1}")))
     state = torch.load(run / "state" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 1  # epochs 0 and 1 ran, then it stopped
-    assert state[SaveTrainingState.RANKS_KEY] == [0]  # one process
+    assert state[SaveTrainingState.PROCESSES_KEY] == 1  # one process
     history = next(v for k, v in state["callbacks"].items() if k.startswith("TrainingCurves"))["history"]
     assert [h["epoch"] for h in history] == [0.0, 1.0]
     assert all({"train/loss_epoch", "val/loss", "val/psnr"} <= set(h) for h in history)

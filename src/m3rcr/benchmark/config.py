@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from m3rcr.training.config import ConfigError, read_yaml_mapping
+from m3rcr.utils.config_files import ConfigError, read_yaml_mapping
 from m3rcr.utils.files import refuse_replacing
 
 STATE_FILE = "benchmark_state.json"

@@ -28,7 +28,7 @@ def cmd_seg_train(args: argparse.Namespace) -> int:
 
 def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     """Segment cloud-free, cloudy and predicted images; mIoU and PA per cloud-cover bin."""
-    from m3rcr.data import M3RCRDataset, Sampling
+    from m3rcr.evaluation.evaluate import evaluation_dataset
     from m3rcr.evaluation.semantic import SemanticOptions, predictions_source, reference_sources
     from m3rcr.inference.predictors import model_predictor
     from m3rcr.models import load_model, load_segmentation_model
@@ -37,7 +37,7 @@ def cmd_seg_evaluate(args: argparse.Namespace) -> int:
     check_output(args.out, args.overwrite, folder=True)
     device = device_of(args.device)
     segmenter = load_segmentation_model(args.checkpoint, device=device)
-    ds = M3RCRDataset(args.data, args.split, args.csv, sampling=Sampling(crop_size=args.crop, crop="center"))
+    ds = evaluation_dataset(args.data, args.split, args.csv, crop=args.crop)
     sources = reference_sources()
     for name, ckpt in _named(args.method, "--method"):
         sources[name] = model_predictor(load_model(ckpt, device=device))

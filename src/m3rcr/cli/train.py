@@ -49,13 +49,10 @@ def run_training(args: argparse.Namespace, defaults: Sequence[str] = (), task: s
     if args.out:
         overrides.append(f"run.dir={args.out}")
     if args.resume:
-        run = train(resume=args.resume, overrides=overrides)
+        run = train(resume=args.resume, overrides=overrides, task=task)
     else:
         # without --config: the defaults (configs/aligncr.yaml for cloud removal)
-        config = load_config(args.config, ([] if args.config else list(defaults)) + overrides)
-        if task is not None and config["task"] != task:
-            raise ValueError(f"{args.config}: not a {task.replace('_', '-')} configuration (task: {config['task']})")
-        run = train(config)
+        run = train(load_config(args.config, ([] if args.config else list(defaults)) + overrides), task=task)
     print_run(run)
     return 0
 

@@ -66,6 +66,10 @@ class Batching:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
+#: the fields of DataOptions that gather section keys of their own
+_PARTS: dict[str, type] = {"splits": SplitPlan, "batching": Batching}
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """Everything the DataModule needs: the dataset's name, root and own arguments, splits, batching, crops."""
@@ -83,10 +87,9 @@ class DataOptions:
     def from_section(cls, section: Mapping[str, Any]) -> DataOptions:
         """Sort a flat ``data`` section into options; unknown keys are an error naming the valid ones."""
         rest = dict(section)
-        own = {f.name for f in dataclasses.fields(cls)} - {"splits", "batching", "dataset"}
-        parts: dict[str, Any] = {k: rest.pop(k) for k in list(rest) if k in own}
-        for key, kind in (("splits", SplitPlan), ("batching", Batching)):
-            names = {f.name for f in dataclasses.fields(kind)}
+        parts: dict[str, Any] = {k: rest.pop(k) for k in list(rest) if k in _own_keys()}
+        for key, kind in _PARTS.items():
+            names = _field_names(kind)
             try:
                 parts[key] = kind(**{k: rest.pop(k) for k in list(rest) if k in names})
             except ValueError as exc:  # the field's own message, under the section's name
@@ -115,12 +118,18 @@ class DataOptions:
         return plain(out)
 
 
+def _field_names(kind: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
+
+
+def _own_keys() -> set[str]:
+    """The section keys that are fields of DataOptions itself (not its parts, not the dataset's arguments)."""
+    return _field_names(DataOptions) - {*_PARTS, "dataset"}
+
+
 def section_keys() -> set[str]:
     """The DataModule's own keys of a ``data`` section (the dataset's arguments come on top)."""
-    keys = {f.name for f in dataclasses.fields(DataOptions)} - {"splits", "batching", "dataset"}
-    for kind in (SplitPlan, Batching):
-        keys |= {f.name for f in dataclasses.fields(kind)}
-    return keys
+    return _own_keys().union(*(_field_names(kind) for kind in _PARTS.values()))
 
 
 def check_data_config(section: Mapping[str, Any]) -> None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import rasterio
@@ -32,6 +32,8 @@ from m3rcr.evaluation.metrics import ImageRecord, MetricAccumulator, finite_or_n
 from m3rcr.inference.predictors import Predictor
 from m3rcr.utils.files import atomic_path
 from m3rcr.utils.progress import progress as progress_bar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,33 +140,42 @@ def write_results(out: Path, result: EvalResult) -> None:
             np.save(fh, np.asarray(result.ndvi_hist, dtype=np.int64), allow_pickle=False)
 
 
-class _Keeper:
-    """The samples (and predictions) an evaluation keeps for its qualitative figure: the named ones, else up
-    to ``count`` candidates per cloud-cover bin (not the whole set), picked from by :func:`spread_over_bins`."""
+class FigureSamples(Generic[T]):
+    """The items a qualitative figure shows: the named ones (in the order named), else ``count`` spread over the
+    cloud-cover bins (:func:`spread_over_bins`). While a split streams past, only candidates are kept: the named
+    items, or the first ``count`` of each bin (enough for any spread), not the whole set."""
 
     def __init__(self, names: Sequence[str] | None, count: int) -> None:
         self.names, self.count = list(names or []), count
-        self.kept: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
+        self.kept: dict[str, tuple[float, T]] = {}
         self.per_bin: dict[int, int] = {}
 
-    def offer(self, batch: dict[str, Any], pred: torch.Tensor, i: int) -> None:
-        name, b = batch["name"][i], cover_bin(float(batch["cloud_cover"][i]))
+    def offer(self, name: str, cover: float, make: Callable[[], T]) -> None:
+        """Keep ``make()`` for item ``name`` of cloud cover ``cover`` if the figure may show it."""
+        b = cover_bin(cover)
         if name in self.names or (not self.names and self.per_bin.get(b, 0) < self.count):
             self.per_bin[b] = self.per_bin.get(b, 0) + 1
-            sample = {k: (v[i].cpu() if isinstance(v, torch.Tensor) else v[i]) for k, v in batch.items()}
-            self.kept[name] = (sample, pred[i].cpu())
+            self.kept[name] = (cover, make())
 
-    def picked(self, records: Sequence[ImageRecord]) -> list[str]:
-        names = self.names or spread_over_bins([(r.name, r.cloud_cover) for r in records], self.count)
-        return [n for n in names if n in self.kept]
+    def picked(self) -> list[T]:
+        """The figure's items, in its order."""
+        names = self.names or spread_over_bins([(n, c) for n, (c, _) in self.kept.items()], self.count)
+        return [self.kept[n][1] for n in names if n in self.kept]
+
+
+def _item(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Item ``i`` of a batch, on the CPU."""
+    return {k: (v[i].cpu() if isinstance(v, torch.Tensor) else v[i]) for k, v in batch.items()}
 
 
 def _check(dataset: M3RCRDataset, options: EvalOptions) -> None:
     if dataset.landcover_level != 1 or dataset.landcover_mode == "native":
         raise ValueError("evaluation needs level-1 land cover on the optical grid")
-    unknown = sorted(set(options.figure_names or []) - set(dataset.names))
-    if unknown:
-        raise ValueError(f"--samples: no sample named {', '.join(unknown)} in split {dataset.split!r}")
+    if options.figure_names:
+        try:
+            dataset.select(names=options.figure_names)
+        except ValueError as exc:
+            raise ValueError(f"--samples: {exc}") from None
 
 
 def evaluate_into(predict: Predictor, dataset: M3RCRDataset, out: str | Path, method: str,
@@ -180,7 +191,8 @@ def evaluate_into(predict: Predictor, dataset: M3RCRDataset, out: str | Path, me
     _check(dataset, options)
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.num_workers)
     acc = MetricAccumulator()
-    keeper = _Keeper(options.figure_names, options.figure_count)
+    keep: FigureSamples[tuple[dict[str, Any], torch.Tensor]] = FigureSamples(options.figure_names,
+                                                                            options.figure_count)
     for batch in progress_bar(loader, desc=f"evaluate {method}", unit="batch", enabled=options.progress):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) and k != "transform" else v for k, v in batch.items()}
         pred = predict(batch).float()
@@ -191,7 +203,8 @@ def evaluate_into(predict: Predictor, dataset: M3RCRDataset, out: str | Path, me
         for i, name in enumerate(batch["name"]):
             if options.save_predictions:
                 write_prediction(out / "predictions" / f"{name}.tif", pred[i], batch["crs"][i], batch["transform"][i])
-            keeper.offer(batch, pred, i)
+            # offer() calls the maker at once, while batch and pred are this iteration's
+            keep.offer(name, float(batch["cloud_cover"][i]), lambda i=i: (_item(batch, i), pred[i].cpu()))  # noqa: B023
     info = {
         "split": dataset.split, "data": str(dataset.root), "images": len(acc.records),
         "crop_size": list(crop) if (crop := dataset.sampling.crop_size) else None, "sar_mode": dataset.sar_mode,
@@ -199,8 +212,8 @@ def evaluate_into(predict: Predictor, dataset: M3RCRDataset, out: str | Path, me
         **(options.settings or {}),
     }
     hist = acc.ndvi_hist.cpu().numpy() if acc.ndvi_hist is not None else None
-    names = keeper.picked(acc.records)
+    picked = keep.picked()
     result = EvalResult(method, acc.summary(), list(acc.records), info, hist,
-                        [keeper.kept[n][0] for n in names], [keeper.kept[n][1] for n in names])
+                        [sample for sample, _ in picked], [pred for _, pred in picked])
     write_results(out, result)
     return result

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from m3rcr.data import M3RCRDataset
 from m3rcr.data.preprocess import CLOUD_COVER_BINS, LEVEL1_CLASSES, LEVEL1_UNKNOWN, cover_bin_label
 from m3rcr.evaluation.confusion import confusion_matrix, iou_per_class, miou, pixel_accuracy
-from m3rcr.evaluation.evaluate import read_prediction, spread_over_bins
+from m3rcr.evaluation.evaluate import FigureSamples, read_prediction
 from m3rcr.utils.files import atomic_path
 from m3rcr.utils.progress import progress as progress_bar
 
@@ -93,8 +93,7 @@ class _Scores:
                         for b in ("all", *CLOUD_COVER_BINS)} for s in sources}
         self.images_per_bin = dict.fromkeys(CLOUD_COVER_BINS, 0)  # for the n= of the figures
         self.options = options
-        self.kept: list[dict[str, Any]] = []
-        self.kept_per_bin: dict[str, int] = {}
+        self.figure: FigureSamples[dict[str, Any]] = FigureSamples(options.figure_names, options.figure_count)
 
     def add(self, batch: dict[str, Any], seg_maps: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         target = batch["landcover"]
@@ -107,20 +106,17 @@ class _Scores:
         for i, name in enumerate(batch["name"]):
             b = cover_bin_label(float(batch["cloud_cover"][i]))
             self.images_per_bin[b] += 1
-            self._keep(batch, seg_maps, i, b)
+            self.figure.offer(name, float(batch["cloud_cover"][i]), lambda i=i: self._sample(batch, seg_maps, i))
 
-    def _keep(self, batch: dict[str, Any], seg_maps: Mapping[str, tuple[torch.Tensor, torch.Tensor]], i: int,
-              b: str) -> None:
-        """Keep sample ``i`` for the figure if named, or (without names) as a candidate of its bin."""
-        names, count, labels = self.options.figure_names, self.options.figure_count, self.options.figure_sources
-        if not (batch["name"][i] in (names or []) or (not names and self.kept_per_bin.get(b, 0) < count)):
-            return
-        self.kept_per_bin[b] = self.kept_per_bin.get(b, 0) + 1
-        self.kept.append({"name": batch["name"][i], "cloud_cover": float(batch["cloud_cover"][i]),
-                          "landcover": batch["landcover"][i].cpu(), "cloudfree": batch["cloudfree"][i].cpu(),
-                          "cloudy": batch["cloudy"][i].cpu(), "cloudmask": batch["cloudmask"][i].cpu(),
-                          "sources": {(labels or {}).get(s, s): (img[i].cpu(), p[i].cpu())
-                                      for s, (img, p) in seg_maps.items() if labels is None or s in labels}})
+    def _sample(self, batch: dict[str, Any], seg_maps: Mapping[str, tuple[torch.Tensor, torch.Tensor]], i: int
+                ) -> dict[str, Any]:
+        """Sample ``i`` as the figure draws it: its images, land cover and each shown source's segmentation."""
+        labels = self.options.figure_sources
+        return {"name": batch["name"][i], "cloud_cover": float(batch["cloud_cover"][i]),
+                "landcover": batch["landcover"][i].cpu(), "cloudfree": batch["cloudfree"][i].cpu(),
+                "cloudy": batch["cloudy"][i].cpu(), "cloudmask": batch["cloudmask"][i].cpu(),
+                "sources": {(labels or {}).get(s, s): (img[i].cpu(), p[i].cpu())
+                            for s, (img, p) in seg_maps.items() if labels is None or s in labels}}
 
     def results(self) -> dict[str, Any]:
         return {
@@ -132,24 +128,14 @@ class _Scores:
             for s, c in self.cms.items()
         }
 
-    def samples(self) -> list[dict[str, Any]]:
-        if not self.kept or self.options.figure_names:
-            return self.kept
-        # spread over the bins: one per bin in turn, as Fig. 4 does
-        by_name = {k["name"]: k for k in self.kept}
-        picked = spread_over_bins([(k["name"], k["cloud_cover"]) for k in self.kept], self.options.figure_count)
-        return [by_name[n] for n in picked]
-
-
 def semantic_scores(segmenter: torch.nn.Module, dataset: M3RCRDataset, sources: Mapping[str, Source],
                     options: SemanticOptions | None = None) -> SemanticResult:
     """Segment every source's images and score them; images are binned by the cloud cover of what is scored."""
     options = options or SemanticOptions()
     device = torch.device(options.device)
     segmenter = segmenter.to(device).eval()
-    unknown = sorted(set(options.figure_names or []) - set(dataset.names))
-    if unknown:
-        raise ValueError(f"no sample named {', '.join(unknown)} in split {dataset.split!r}")
+    if options.figure_names:
+        dataset.select(names=options.figure_names)  # an unknown name is an error before any image is scored
     scores = _Scores(list(sources), options)
     for batch in progress_bar(DataLoader(dataset, batch_size=options.batch_size, shuffle=False), desc="semantic",
                               unit="batch", enabled=options.progress):
@@ -160,7 +146,7 @@ def semantic_scores(segmenter: torch.nn.Module, dataset: M3RCRDataset, sources: 
                 images = source(batch).float()
                 seg_maps[name] = (images, segmenter(images).argmax(1))
         scores.add(batch, seg_maps)
-    return SemanticResult(scores.results(), scores.samples())
+    return SemanticResult(scores.results(), scores.figure.picked())
 
 
 def write_semantic_json(out: Path, results: Mapping[str, Mapping[str, Any]]) -> None:

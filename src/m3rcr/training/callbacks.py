@@ -96,23 +96,20 @@ class SaveTrainingState(Checkpoint):
     epoch-end hook (where the GAN trainer steps its schedulers), so the saved state includes that.
     """
 
-    #: key of the saved state that lists the global ranks of the processes that took part in the save
-    RANKS_KEY = "m3rcr_ranks"
+    #: key of the saved state that holds how many processes trained it (the process group's size)
+    PROCESSES_KEY = "m3rcr_processes"
 
     def __init__(self, path: str | Path, every_n_steps: int | None = None) -> None:
         self.path = Path(path)
         self.every_n_steps = every_n_steps
-        self._ranks: list[int] = [0]
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
                            ) -> None:
-        # which processes trained this state: a record of the run's own, not of the launcher's log lines
-        checkpoint[self.RANKS_KEY] = list(self._ranks)
+        # how many processes trained this state, from the process group itself (not the launcher's log lines)
+        dist = torch.distributed
+        checkpoint[self.PROCESSES_KEY] = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     def _save(self, trainer: L.Trainer) -> None:
-        # every rank gets here (the save is collective): gather who did, before rank 0 writes
-        rank = torch.tensor([trainer.global_rank], device=trainer.strategy.root_device)
-        self._ranks = sorted(int(r) for r in trainer.strategy.all_gather(rank).flatten().tolist())
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from m3rcr.training.settings import (
     ScheduleConfig,
     TrainConfig,
 )
+from m3rcr.utils.config_files import ConfigError, read_yaml_mapping
 from m3rcr.utils.plain import plain
 from m3rcr.utils.registry import Registry, RegistryError
 from m3rcr.utils.text import did_you_mean, spelled
@@ -59,10 +60,6 @@ S = TypeVar("S")
 #: Trainer arguments that the run sets itself, and where a configuration says what it wants instead
 _SET_BY_RUN = {"logger": "the run logs to RUN/logs", "callbacks": "see the run section",
                "default_root_dir": "set run.dir", "enable_progress_bar": "set run.progress_bar"}
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
 
 
 def defaults() -> dict[str, Any]:
@@ -79,20 +76,6 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML file of sections (``what`` names it in errors: "configuration", "benchmark configuration")."""
-    path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(loaded, Mapping):
-        raise ConfigError(f"{path}: a {what} must be a mapping of sections")
-    return dict(loaded)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -204,7 +187,8 @@ def _component(values: Any, registry: Registry[Any], where: str) -> Component:
 def _gan(values: Any) -> GANConfig:
     gan = parse_section(GANConfig, values, "gan")
     if gan.discriminator not in DISCRIMINATORS:
-        raise ConfigError(f"gan.discriminator {gan.discriminator!r} is not a discriminator; "
+        raise ConfigError(f"gan.discriminator {gan.discriminator!r} is not a discriminator"
+                          f"{did_you_mean(gan.discriminator, DISCRIMINATORS.names())}; "
                           f"known: {', '.join(DISCRIMINATORS.names())}")
     try:
         DISCRIMINATORS.check(gan.discriminator, gan.discriminator_config)

@@ -44,9 +44,6 @@ class CloudWeightedCharbonnier(nn.Module):
 class L1(nn.Module):
     """Mean absolute error."""
 
-    def __init__(self) -> None:  # no options: a configured one is an error, not silently ignored
-        super().__init__()
-
     def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
                 cloudy: torch.Tensor | None = None) -> torch.Tensor:
         return _per_sample_mean((pred - target).abs())
@@ -55,9 +52,6 @@ class L1(nn.Module):
 @LOSSES.register("l2")
 class L2(nn.Module):
     """Mean squared error."""
-
-    def __init__(self) -> None:  # no options: a configured one is an error, not silently ignored
-        super().__init__()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, cloudmask: torch.Tensor | None = None,
                 cloudy: torch.Tensor | None = None) -> torch.Tensor:

@@ -218,11 +218,12 @@ def check_data_root(config: dict[str, Any]) -> None:
 
 
 def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = None,
-          overrides: tuple[str, ...] | list[str] = ()) -> Path:
+          overrides: tuple[str, ...] | list[str] = (), task: str | None = None) -> Path:
     """Train from a configuration, or continue the run in folder ``resume``; return the run folder.
 
     When resuming, the run's saved configuration is used (``overrides`` may change it, e.g. to train
-    for more epochs), and training continues from the last saved state.
+    for more epochs), and training continues from the last saved state. ``task``, if given, is the only task
+    the configuration (new or resumed) may have.
     """
     ckpt_path = None
     if resume is not None:
@@ -238,6 +239,9 @@ def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = N
         if (run_dir / STATE).exists():
             raise ConfigError(f"{run_dir}: a run already exists there; resume it with --resume {run_dir} or choose "
                               f"another run.dir")
+    if task is not None and config["task"] != task:
+        where = run_dir if resume is not None else "the configuration"
+        raise ConfigError(f"{where}: not a {task.replace('_', '-')} run (task: {config['task']})")
     check_data_root(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     trainer, module, datamodule = build(config, run_dir, resume=ckpt_path is not None, setup_data=True)
