@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
-from m3rcr.cli import checkpoint, data, evaluate, scene, seg, train
+from m3rcr.cli import checkpoint, data, download, evaluate, scene, seg, train
 from m3rcr.errors import DataError, DataWarning
 from m3rcr.utils.files import OutputExistsError
 from m3rcr.version import __version__
@@ -22,7 +22,7 @@ from m3rcr.version import __version__
 _PYTHON_FORMATWARNING = warnings.formatwarning
 
 # the order of the commands in ``m3rcr --help``
-_FAMILIES = (data, train, evaluate, seg, scene, checkpoint)
+_FAMILIES = (data, download, train, evaluate, seg, scene, checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,18 +23,51 @@ from m3rcr.data.build.options import BuildOptions
 from m3rcr.errors import DataError
 from m3rcr.utils.files import check_output
 
+# M3R-CR-only options of ``synth`` and their defaults (the parser's): refused with --format sen12mscr
+_M3RCR_SYNTH_OPTIONS = {"train": 20, "test": 10, "patches_per_aoi": 4, "sar_holes": 0.0, "max_sar_shift": 3.0,
+                        "sar_shift": None}
+_SEN12MSCR_SYNTH_OPTIONS = ("rois", "patches_per_roi", "size")
+
+
+def _option_names(names: Any) -> str:
+    return ", ".join("--" + n.replace("_", "-") for n in names)
+
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """Write a synthetic dataset in the official layout."""
+    """Write a synthetic dataset in the official layout (M3R-CR, or SEN12MS-CR with --format sen12mscr)."""
     from m3rcr.data.synthetic import SynthConfig, generate_dataset
     from m3rcr.utils.progress import progress
 
+    if args.format == "sen12mscr":
+        return _synth_sen12mscr(args)
+    given = [n for n in _SEN12MSCR_SYNTH_OPTIONS if getattr(args, n) is not None]
+    if given:
+        raise ValueError(f"{_option_names(given)} apply to --format sen12mscr only")
     config = SynthConfig(patches_per_aoi=args.patches_per_aoi, sar_hole_probability=args.sar_holes,
                          max_sar_shift_px=args.max_sar_shift, sar_shift_px=args.sar_shift)
     with progress(total=args.train + args.test, desc="synth", unit="sample", enabled=not args.quiet) as bar:
         out = generate_dataset(args.out, args.train, args.test, seed=args.seed, config=config,
                                overwrite=args.overwrite, progress=lambda done, total: bar.update(1))
     print(f"wrote {args.train} train + {args.test} test samples to {out}")
+    return 0
+
+
+def _synth_sen12mscr(args: argparse.Namespace) -> int:
+    """``synth --format sen12mscr``: the official SEN12MS-CR layout, ROIs x patches per season set."""
+    from m3rcr.data.synthetic import Sen12mscrSynthConfig, generate_sen12mscr
+    from m3rcr.utils.progress import progress
+
+    given = [n for n, default in _M3RCR_SYNTH_OPTIONS.items() if getattr(args, n) != default]
+    if given:
+        raise ValueError(f"{_option_names(given)} apply to --format m3rcr only; use --rois and --patches-per-roi")
+    config = Sen12mscrSynthConfig(size=args.size or 256, rois_per_season=args.rois or 2,
+                                  patches_per_roi=args.patches_per_roi or 4)
+    n = 4 * config.rois_per_season * config.patches_per_roi
+    with progress(total=n, desc="synth", unit="patch", enabled=not args.quiet) as bar:
+        out = generate_sen12mscr(args.out, config, seed=args.seed, overwrite=args.overwrite,
+                                 progress=lambda done, total: bar.update(1))
+    print(f"wrote {n} SEN12MS-CR triplets (4 seasons x {config.rois_per_season} ROIs x "
+          f"{config.patches_per_roi} patches, {config.size} px) to {out}")
     return 0
 
 
@@ -117,17 +150,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic M3R-CR dataset",
+    p = sub.add_parser("synth", help="generate a synthetic M3R-CR or SEN12MS-CR dataset",
                        description="Write a synthetic dataset in the official M3R-CR layout (train/, test/, "
-                                   "train.csv, test.csv) with realistic dtypes, georeferencing and content.")
+                                   "train.csv, test.csv) with realistic dtypes, georeferencing and content; "
+                                   "with --format sen12mscr, in the official SEN12MS-CR layout (ROIs<id>_<season>"
+                                   "_{s1,s2,s2_cloudy}/ folders, 13-band Sentinel-2 L1C-like with cirrus in B10, "
+                                   "Sentinel-1 VV/VH dB on the same 10 m grid) for 4 seasons x --rois ROIs x "
+                                   "--patches-per-roi patches; its ROI numbers come from the published split, so "
+                                   "train, val and test each get ROIs (--train, --test and the SAR options are "
+                                   "M3R-CR only).")
     p.add_argument("out", metavar="OUT", help="output dataset root")
-    p.add_argument("--train", type=non_negative, default=20, help="training samples (default: 20)")
-    p.add_argument("--test", type=non_negative, default=10, help="test samples (default: 10)")
+    p.add_argument("--format", choices=("m3rcr", "sen12mscr"), default="m3rcr",
+                   help="dataset layout and content (default: m3rcr)")
+    p.add_argument("--rois", type=positive, metavar="N",
+                   help="sen12mscr: ROIs per season set (default: 2)")
+    p.add_argument("--patches-per-roi", type=positive, metavar="N",
+                   help="sen12mscr: patches per ROI, neighbouring windows of one landscape (default: 4)")
+    p.add_argument("--size", type=positive, metavar="PX", help="sen12mscr: patch side in pixels (default: 256)")
+    p.add_argument("--train", type=non_negative, default=_M3RCR_SYNTH_OPTIONS["train"],
+                   help="training samples (default: %(default)s)")
+    p.add_argument("--test", type=non_negative, default=_M3RCR_SYNTH_OPTIONS["test"],
+                   help="test samples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--patches-per-aoi", type=positive, default=4, help="neighbouring tiles per AOI (default: 4)")
-    p.add_argument("--sar-holes", type=finite_float, default=0.0, metavar="P",
+    p.add_argument("--patches-per-aoi", type=positive, default=_M3RCR_SYNTH_OPTIONS["patches_per_aoi"],
+                   help="neighbouring tiles per AOI (default: %(default)s)")
+    p.add_argument("--sar-holes", type=finite_float, default=_M3RCR_SYNTH_OPTIONS["sar_holes"], metavar="P",
                    help="probability that a SAR tile has a NaN hole (default: 0)")
-    p.add_argument("--max-sar-shift", type=finite_float, default=3.0, metavar="PX",
+    p.add_argument("--max-sar-shift", type=finite_float, default=_M3RCR_SYNTH_OPTIONS["max_sar_shift"], metavar="PX",
                    help="SAR content displaced by up to PX optical pixels along each axis (default: 3)")
     p.add_argument("--sar-shift", type=finite_float, metavar="PX",
                    help="instead, displace every sample's SAR content by exactly PX optical pixels in a random "

@@ -7,6 +7,9 @@
   :func:`generate_dataset`).
 * :mod:`~m3rcr.data.synthetic.scene`: a whole scene of GeoTIFFs in several CRSs (:class:`SceneConfig`,
   :func:`generate_scene`), the input of ``m3rcr build-dataset`` and ``m3rcr predict``.
+* :mod:`~m3rcr.data.synthetic.sen12mscr`: a dataset in the official SEN12MS-CR layout, 13-band L1C-like
+  Sentinel-2 with cirrus in B10 and Sentinel-1 on the same grid (:class:`Sen12mscrSynthConfig`,
+  :func:`generate_sen12mscr`).
 
 Everything is deterministic for a seed.
 """
@@ -26,22 +29,32 @@ from m3rcr.data.synthetic.landscape import (
     to_uint16,
 )
 from m3rcr.data.synthetic.scene import SceneConfig, generate_scene
+from m3rcr.data.synthetic.sen12mscr import (
+    S2_SURFACE,
+    Sen12mscrSynthConfig,
+    generate_sen12mscr,
+    generate_sen12mscr_patch,
+)
 from m3rcr.data.synthetic.tiles import SampleGeo, SynthConfig, generate_dataset, generate_sample, write_sample
 
 __all__ = [
     "BACKSCATTER_DB",
     "BIOMES",
     "REFLECTANCE",
+    "S2_SURFACE",
     "SEASONS",
     "Landscape",
     "SampleGeo",
     "SceneConfig",
+    "Sen12mscrSynthConfig",
     "SmoothField",
     "SynthConfig",
     "backscatter_db",
     "generate_dataset",
     "generate_sample",
     "generate_scene",
+    "generate_sen12mscr",
+    "generate_sen12mscr_patch",
     "majority",
     "per_class",
     "reflectance",
