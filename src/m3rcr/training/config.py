@@ -173,27 +173,27 @@ def _component(values: Any, registry: Registry[Any], where: str) -> Component:
             raise ConfigError(f"{where}: constructor arguments go under {where}.config: write "
                               + ", ".join(f"{where}.config.{key}" for key in stray))
     comp = parse_section(Component, values, where)
-    if comp.name not in registry:
-        raise ConfigError(f"{where}.name {comp.name!r} is not a {registry.kind}"
-                          f"{did_you_mean(comp.name, registry.names())}; "
+    _check_registered(registry, comp.name, comp.config, f"{where}.name")
+    return comp
+
+
+def _check_registered(registry: Registry, name: Any, config: Mapping[str, Any], name_key: str,
+                      config_key: str | None = None) -> None:
+    """Refuse a ``name`` that ``registry`` does not know (naming the setting ``name_key`` and the close
+    spelling) and a ``config`` its constructor does not take (under ``config_key``, if given)."""
+    if name not in registry:
+        raise ConfigError(f"{name_key} {name!r} is not a {registry.kind}{did_you_mean(name, registry.names())}; "
                           f"known: {', '.join(registry.names())}")
     try:
-        registry.check(comp.name, comp.config)
+        registry.check(name, config)
     except RegistryError as exc:
-        raise ConfigError(str(exc)) from None
-    return comp
+        raise ConfigError(f"{config_key}: {exc}" if config_key else str(exc)) from None
 
 
 def _gan(values: Any) -> GANConfig:
     gan = parse_section(GANConfig, values, "gan")
-    if gan.discriminator not in DISCRIMINATORS:
-        raise ConfigError(f"gan.discriminator {gan.discriminator!r} is not a discriminator"
-                          f"{did_you_mean(gan.discriminator, DISCRIMINATORS.names())}; "
-                          f"known: {', '.join(DISCRIMINATORS.names())}")
-    try:
-        DISCRIMINATORS.check(gan.discriminator, gan.discriminator_config)
-    except RegistryError as exc:
-        raise ConfigError(f"gan.discriminator_config: {exc}") from None
+    _check_registered(DISCRIMINATORS, gan.discriminator, gan.discriminator_config, "gan.discriminator",
+                      "gan.discriminator_config")
     return gan
 
 
