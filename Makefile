@@ -18,7 +18,7 @@ $(PY):
 
 # Reinstall only when the project metadata changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install $(PIP_FLAGS) -e . > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[s2cloudless]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(PY) -c "import m3rcr, torch, rasterio, lightning"
 	touch $@
 

@@ -87,8 +87,9 @@ class ToyS2(CloudRemovalDataset):
         self.size = size
 
     @classmethod
-    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None) -> list[str]:
-        return [f"roi{i % 3}_{split}_{i}" for i in range(6)]
+    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None, **options: Any) -> list[str]:
+        # the DataModule hands over the dataset's options: a split may depend on them (SEN12MS-CR's layout)
+        return [f"roi{i % 3}_{split}_{i}" for i in range(options.get("size", 32) // 4)]
 
     @classmethod
     def holdout_group(cls, files: str) -> str:
@@ -124,6 +125,7 @@ def test_a_second_dataset_fits_the_datamodule() -> None:
         train_groups = {ToyS2.holdout_group(n) for n in dm.train_dataset.names}
         val_groups = {ToyS2.holdout_group(n) for n in dm.val_dataset.names}
         assert train_groups and val_groups and not train_groups & val_groups
+        assert len(dm.train_dataset) + len(dm.val_dataset) == 6  # size 24 reached list_files
         batch = next(iter(dm.train_dataloader()))
         assert batch["cloudy"].shape == (2, 13, 16, 16)
         assert next(iter(dm.val_dataloader()))["cloudy"].shape == (2, 13, 24, 24)

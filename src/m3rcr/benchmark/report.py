@@ -1,8 +1,13 @@
 """The benchmark report (OUT/report): every table (Markdown, CSV, JSON) and figure of the paper's evaluation in
-one folder, from whatever steps of a benchmark have finished."""
+one folder, from whatever steps of a benchmark have finished.
+
+On SEN12MS-CR the report holds that dataset's protocol (RMSE, PSNR, MAE, SAM, SSIM overall and per cloud-cover
+bin), the ``published`` rows of the configuration beside ours, labelled as not run here, and what makes our
+numbers not comparable with them (synthetic data, another split rule, crop, split or bands)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -10,12 +15,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from m3rcr.benchmark.config import semantic_source, slug, step_name
+from m3rcr.data.sen12mscr.layout import detect_layout
+from m3rcr.errors import DataError
 from m3rcr.evaluation.aggregate import aggregate
+from m3rcr.evaluation.compare import load_comparison
+from m3rcr.evaluation.evaluate import read_prediction, spread_over_bins
 from m3rcr.evaluation.semantic import write_semantic_json
-from m3rcr.reports.benchmark import COMPLEXITY_TITLE, table_complexity, write_benchmark_html
+from m3rcr.reports.benchmark import (
+    COMPLEXITY_TITLE,
+    table_complexity,
+    table_vs_published,
+    write_benchmark_html,
+)
+from m3rcr.reports.evaluation import write_protocol_tables, write_qualitative
 from m3rcr.reports.html import COMPARE_TABLES, Figure, compare_figures
 from m3rcr.reports.semantic import write_semantic_tables
-from m3rcr.reports.tables import write_table
+from m3rcr.reports.tables import markdown_table, write_table
 from m3rcr.utils.files import atomic_path
 from m3rcr.workflows.compare import compare_into
 
@@ -32,10 +47,16 @@ class BenchmarkState(Protocol):
     done: dict[str, str]
     fingerprints: dict[str, str]
     timings: dict[str, float]
+    dataset: str
+    dataset_options: dict[str, Any]
 
     def seeds(self, method: dict[str, Any]) -> list[int | None]: ...
 
     def eval_dir(self, method: dict[str, Any], seed: int | None) -> Path: ...
+
+    def scored_dataset(self, record: dict[str, Any] | None = None) -> Any: ...
+
+    def bands(self) -> list[str]: ...
 
 
 @dataclass
@@ -47,6 +68,7 @@ class _Report:
     sections: list[str]
     tables: list[str] = field(default_factory=list)  # table stems of the finished sections, in order
     figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # report.html's notes beyond the data and seeds lines
 
 
 def _current(bench: BenchmarkState, step: str) -> bool:
@@ -69,6 +91,133 @@ def _image_section(report: _Report, groups: dict[str, list[Path]], figure_count:
         "![Predicted vs reference NDVI (Fig. 8)](fig_ndvi_density.png)", ""]
     report.tables += COMPARE_TABLES
     report.figures += compare_figures(out)
+
+
+DATASET_TITLES = {"sen12mscr": "SEN12MS-CR", "m3rcr": "M3R-CR"}
+#: the first cell of our rows and of the published rows in the table that shows them together
+OUR_ROWS, PUBLISHED_ROWS = "ours (this run)", "published (not run here)"
+#: what the published rows were computed on, when a row does not say (spec section 6)
+PUBLISHED_SPLIT = "test split of the published ROI lists (sen12mscr_splits.tsv)"
+
+
+def published_label(rows: list[dict[str, Any]]) -> str:
+    """The block label of the published rows: 'published (SOURCE; SPLIT; not run here)'."""
+    sources = list(dict.fromkeys(str(r["source"]) for r in rows))
+    splits = list(dict.fromkeys(str(r.get("split") or PUBLISHED_SPLIT) for r in rows))
+    return f"published ({'; '.join(sources)}; {'; '.join(splits)}; not run here)"
+
+
+def split_rule(bench: BenchmarkState, layout: str | None) -> str:
+    """Which rule picked the images of our split (SEN12MS-CR)."""
+    if layout == "flat" and any(bench.root.glob("*.csv")):
+        return "the flat layout's split CSV"
+    if bench.dataset_options.get("reference_compatible"):
+        return ("the reference loader's substring rule (reference_compatible: true), as the published rows; it also "
+                "puts patches of 6 of the 10 test ROIs into train")
+    return "the published ROI lists matched exactly (reference_compatible: false)"
+
+
+def comparability(bench: BenchmarkState, first: dict[str, Any]) -> tuple[list[str], bool]:
+    """Notes on what separates our SEN12MS-CR numbers from the published ones, and whether they compare at all
+    (real data, the test split, whole patches, all 13 bands); ``first`` is an evaluation's metrics.json."""
+    notes, comparable = [], True
+    if (bench.root / "synthetic.json").is_file():
+        comparable = False
+        notes.append(f"Our numbers are on synthetic SEN12MS-CR ({bench.root / 'synthetic.json'}): they do not "
+                     "compare with the published rows, which are on the real data.")
+    if bench.split != "test":
+        comparable = False
+        notes.append(f"We scored split {bench.split!r}; the published rows are on the test split.")
+    if bench.crop:
+        comparable = False
+        notes.append(f"We scored centred {bench.crop} x {bench.crop} crops; the published rows whole 256 x 256 patches.")
+    if len(bench.bands()) != 13:
+        comparable = False
+        notes.append(f"We scored {len(bench.bands())} bands; the published rows all 13.")
+    rule = split_rule(bench, first.get("layout"))
+    if bench.dataset_options.get("reference_compatible"):
+        notes.append(f"Split rule of our numbers: {rule}.")
+    else:
+        notes.append(f"Split rule of our numbers: {rule}. The published rows come from the reference loader, whose "
+                     "substring rule also trains on patches of 6 of the 10 test ROIs; our models never saw them, so "
+                     "a gap to the published rows is not the methods' alone (reference_compatible: true reproduces "
+                     "that rule).")
+    return notes, comparable
+
+
+def _protocol_figure(report: _Report, bench: BenchmarkState, groups: dict[str, list[Path]]) -> None:
+    """The qualitative figure in true colour: samples spread over the cloud-cover bins that every method with
+    saved predictions predicted, read again (reflectance scale) with the benchmark's data options."""
+    preds = {m: Path(f[0]) / "predictions" for m, f in groups.items() if (Path(f[0]) / "predictions").is_dir()}
+    if not preds or bench.figure_count <= 0:
+        return
+    with open(next(iter(preds.values())).parent / "metrics.csv", newline="") as fh:
+        covers = [(row["name"], float(row["cloud_cover"] or "nan")) for row in csv.DictReader(fh)]
+    common = [(n, c) for n, c in covers if all((p / f"{n}.tif").is_file() for p in preds.values())]
+    ds = bench.scored_dataset()
+    index = {n: i for i, n in enumerate(ds.names)}
+    picked = [n for n in spread_over_bins(common, bench.figure_count) if n in index]
+    predictions = {m: [read_prediction(p / f"{n}.tif") for n in picked] for m, p in preds.items()}
+    write_qualitative(report.out, [ds[index[n]] for n in picked], predictions, spec=ds.spec)
+    if (report.out / "fig_qualitative.png").is_file():
+        report.sections += ["![Qualitative results (true colour B4, B3, B2)](fig_qualitative.png)", ""]
+        report.figures.append(Figure(report.out / "fig_qualitative.png", "Qualitative results (true colour B4, B3, "
+                                                                         "B2)"))
+
+
+def _protocol_section(report: _Report, groups: dict[str, list[Path]], bench: BenchmarkState) -> None:
+    """SEN12MS-CR: our overall scores beside the published rows, the per-cloud-cover table and figure (when images
+    have a cloud cover), the qualitative figure."""
+    out = report.out
+    results = load_comparison(list(groups.values()), names=list(groups)).results
+    write_protocol_tables(out, results, bench.dataset)
+    keep = ("overall", "per_bin", "unbinned", "images", "runs", "std")
+    report.results["image"] = {m: {k: results[m][k] for k in keep if k in results[m]} for m in groups}
+    notes, comparable = comparability(bench, results[next(iter(groups))])
+    published = bench.config.get("published") or []
+    report.results.update(published=published, comparable=comparable, comparability=notes)
+    report.notes += [("Our rows compare with the published rows in data and protocol." if comparable else
+                      "Our rows are NOT comparable with the published rows (different data)."), *notes]
+    title = DATASET_TITLES.get(bench.dataset, bench.dataset)
+    report.sections += [f"## Image reconstruction ({title} protocol)", "",
+                        ("Per image over all bands and pixels on the [0, 1] reflectance scale, no cloud mask: RMSE, "
+                         "PSNR = 20 log10(1 / RMSE), MAE, SAM (degrees), SSIM (11 x 11 Gaussian window, sigma 1.5); "
+                         "each score is the mean over images of its finite values."), ""]
+    if published:
+        label = published_label(published)
+        write_table(out, "table_vs_published", f"Ours beside the published numbers\n\nRows '{PUBLISHED_ROWS}': "
+                    f"{label}", *table_vs_published(results, published, OUR_ROWS, PUBLISHED_ROWS))
+        report.tables.append("table_vs_published")
+        verdict = ("**Comparable in data and protocol**" if comparable else
+                   "**Not comparable: our rows and the published rows are on different data**")
+        report.sections += ["### Ours beside the published numbers", "",
+                            (f"Rows '{OUR_ROWS}': computed by this benchmark. Rows '{PUBLISHED_ROWS}': {label}, "
+                             "copied from the configuration's `published` section (no RMSE published)."), "",
+                            f"{verdict}:", "", *(f"- {n}" for n in notes), "",
+                            markdown_table(*_table_rows(out / "table_vs_published.json"))]
+        report.notes.append(f"Rows '{PUBLISHED_ROWS}' of the published-numbers table: {label}.")
+    else:
+        report.sections += [*(f"- {n}" for n in notes), ""]
+    report.sections += ["### Overall (with the values each mean skipped)", "",
+                        markdown_table(*_table_rows(out / "table_overall.json"))]
+    report.tables.append("table_overall")
+    binned = any((r["per_bin"][b].get("images") or 0) > 0 for r in results.values() for b in r["per_bin"])
+    if binned:
+        report.sections += ["### Per cloud-cover level (s2cloudless)", "",
+                            markdown_table(*_table_rows(out / "table_per_bin.json")),
+                            "![Metrics per cloud-cover level](fig_metrics_by_cloud_cover.png)", ""]
+        report.tables.append("table_per_bin")
+        report.figures.append(Figure(out / "fig_metrics_by_cloud_cover.png", "Metrics per cloud-cover level"))
+    else:
+        report.sections += ["_No cloud-cover bins: cloud masks are off (data.cloud_masks: none)._", ""]
+    _protocol_figure(report, bench, groups)
+
+
+def _table_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A table written by :func:`~m3rcr.reports.tables.write_table`, back from its JSON (header, rows)."""
+    rows = json.loads(path.read_text())
+    header = list(rows[0]) if rows else []
+    return header, [[r[h] for h in header] for r in rows]
 
 
 def _semantic_section(report: _Report, bench: BenchmarkState) -> None:
@@ -95,15 +244,48 @@ def _semantic_section(report: _Report, bench: BenchmarkState) -> None:
 
 
 def _complexity_section(report: _Report, bench: BenchmarkState) -> None:
-    """Table V from the finished complexity steps."""
+    """Table V from the finished complexity steps (on another dataset than M3R-CR: without the paper's figures)."""
     for method in bench.config["methods"]:
         m = method["name"]
         if _current(bench, f"complexity:{slug(m)}"):
             report.results["complexity"][m] = json.loads((bench.out / "complexity" / f"{slug(m)}.json").read_text())
     if report.results["complexity"]:
-        write_table(report.out, "table_complexity", COMPLEXITY_TITLE, *table_complexity(report.results["complexity"]))
+        if bench.dataset == "m3rcr":
+            title, table = COMPLEXITY_TITLE, table_complexity(report.results["complexity"])
+        else:
+            title = (f"Complexity\n\nParameters and MACs counted with PyTorch's flop counter (deformable convolutions "
+                     f"and attention matmuls included) on {DATASET_TITLES.get(bench.dataset, bench.dataset)} inputs "
+                     f"({len(bench.bands())} optical bands); latency: median forward time at batch 1.")
+            table = table_complexity(report.results["complexity"], paper=None)
+        write_table(report.out, "table_complexity", title, *table)
         report.sections += ["#" + (report.out / "table_complexity.md").read_text(), ""]
         report.tables.append("table_complexity")
+
+
+def _data_line(bench: BenchmarkState) -> str:
+    """The report's first line: which data, split and window were scored."""
+    if bench.dataset == "m3rcr":
+        crop = "whole tiles" if not bench.crop else f"centred {bench.crop} x {bench.crop} crops"
+        return f"Data: `{bench.root}`, split `{bench.split}`, {crop}."
+    crop = "whole patches" if not bench.crop else f"centred {bench.crop} x {bench.crop} crops"
+    options = bench.dataset_options
+    layout = _layout(bench)
+    what = [w for w in ("synthetic" if (bench.root / "synthetic.json").is_file() else "",
+                        f"{layout} layout" if layout else "") if w]
+    rule = ("reference-compatible" if options.get("reference_compatible") else
+            "split CSV" if layout == "flat" and any(bench.root.glob("*.csv")) else "exact ROI matching")
+    described = f" ({', '.join(what)})" if what else ""
+    return (f"Data: {DATASET_TITLES.get(bench.dataset, bench.dataset)} `{bench.root}`{described}, "
+            f"split `{bench.split}` ({rule}), {crop}, "
+            f"{len(bench.bands())} bands, cloud masks {options.get('cloud_masks', 's2cloudless')}.")
+
+
+def _layout(bench: BenchmarkState) -> str | None:
+    """SEN12MS-CR's folder layout: given, else detected (None where the root holds no dataset yet)."""
+    try:
+        return bench.dataset_options.get("layout") or detect_layout(bench.root)
+    except DataError:
+        return None
 
 
 def write_report(bench: BenchmarkState) -> Path:
@@ -116,12 +298,14 @@ def write_report(bench: BenchmarkState) -> Path:
     # a method is in the tables once every one of its seeds is evaluated
     evaluated = [m for m in methods if all(_current(bench, step_name("evaluate", by_name[m], k)) for k in seeds[m])]
     groups = {m: [bench.eval_dir(by_name[m], k) for k in seeds[m]] for m in evaluated}
-    crop = "whole tiles" if not bench.crop else f"centred {bench.crop} x {bench.crop} crops"
     report = _Report(out, {"methods": methods, "image": {}, "semantic": None, "complexity": {},
                            "seeds": {m: [k for k in seeds[m] if k is not None] for m in methods}},
-                     ["# Benchmark report", "", f"Data: `{bench.root}`, split `{bench.split}`, {crop}.", ""])
-    if evaluated:
+                     ["# Benchmark report", "", _data_line(bench), ""])
+    if evaluated and bench.dataset == "m3rcr":
         _image_section(report, groups, bench.figure_count)
+    elif evaluated:
+        report.results["dataset"] = bench.dataset
+        _protocol_section(report, groups, bench)
     if _current(bench, "semantic"):
         _semantic_section(report, bench)
     _complexity_section(report, bench)
@@ -142,7 +326,8 @@ def write_report(bench: BenchmarkState) -> Path:
         tmp.write_text(json.dumps(report.results, indent=1))
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(sections))
-    notes = [sections[2], *(s for s in sections if s.startswith(("Seeds: ", "_Not finished yet")))]  # data, seeds
+    notes = [sections[2], *(s for s in sections if s.startswith("Seeds: ")), *report.notes,
+             *(s for s in sections if s.startswith("_Not finished yet"))]  # data, seeds, comparability
     write_benchmark_html(out, report.tables, report.figures, groups, [n.strip("_") for n in notes],
                          bench.config, bench.timings)
     return out

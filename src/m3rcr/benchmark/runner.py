@@ -14,15 +14,30 @@ from typing import Any
 
 import yaml
 
-from m3rcr.benchmark.config import STATE_FILE, file_hash, fingerprint, semantic_source, slug, step_name
+from m3rcr.benchmark.config import (
+    SEN12MSCR_OPTIONS,
+    STATE_FILE,
+    dataset_of,
+    file_hash,
+    fingerprint,
+    semantic_source,
+    sen12mscr_synth_config,
+    slug,
+    step_name,
+)
 from m3rcr.benchmark.report import write_report
+from m3rcr.data import DATASETS, CloudRemovalDataset, Sampling
+from m3rcr.data.sen12mscr.preprocess import S2_BANDS, band_indices
+from m3rcr.errors import DataError
 from m3rcr.evaluation.complexity import measure
 from m3rcr.evaluation.evaluate import EvalOptions, evaluation_dataset
 from m3rcr.evaluation.semantic import SemanticOptions, predictions_source, reference_sources
-from m3rcr.inference.predictors import cloudy_predictor, model_predictor
+from m3rcr.inference.predictors import cloudy_predictor, mean_fill_predictor, model_predictor
 from m3rcr.models import load_model, load_segmentation_model
+from m3rcr.models.checkpoint import check_data_fits, checkpoint_data, read_checkpoint
 from m3rcr.training.config import ConfigError, load_config
-from m3rcr.training.run import STATE, train
+from m3rcr.training.run import STATE, run_data_record, train
+from m3rcr.utils.config_files import read_yaml_mapping
 from m3rcr.utils.device import resolve_device
 from m3rcr.utils.files import atomic_path
 from m3rcr.workflows import evaluate, semantic_evaluate
@@ -49,6 +64,10 @@ class Benchmark:
         self.root = Path(data["root"])
         self.split = data.get("split", "test")
         self.crop = data.get("crop")
+        self.dataset = dataset_of(config)
+        # SEN12MS-CR's options of the data section: every evaluation and (as overrides) every training uses them
+        self.dataset_options: dict[str, Any] = {k: data[k] for k in SEN12MSCR_OPTIONS if k in data} \
+            if self.dataset == "sen12mscr" else {}
         ev = config.get("evaluation") or {}
         self.batch_size = int(ev.get("batch_size", 4))
         self.device = ev.get("device", "auto")
@@ -108,6 +127,13 @@ class Benchmark:
     # ------------------------------------------------------------------ steps
     def make_data(self) -> None:
         synth = (self.config["data"] or {}).get("synth")
+        if synth and self.dataset == "sen12mscr":
+            # the generator writes the whole official layout (all splits) into a missing or empty root
+            if not self.root.is_dir() or not any(self.root.iterdir()):
+                from m3rcr.data.synthetic.sen12mscr import generate_sen12mscr
+
+                generate_sen12mscr(self.root, sen12mscr_synth_config(synth), seed=int(synth.get("seed", 0)))
+            return
         if synth and not (self.root / f"{self.split}.csv").is_file() and not (self.root / self.split).is_dir():
             from m3rcr.data.synthetic import SynthConfig, generate_dataset
 
@@ -121,8 +147,10 @@ class Benchmark:
 
     def _overrides(self, overrides: list[str], run_dir: Path, seed: int | None = None) -> list[str]:
         seed_override = [] if seed is None else [f"seed={seed}"]
-        return [f"data.root={self.root}", *(self.config.get("overrides") or []), *overrides, *seed_override,
-                f"run.dir={run_dir}"]
+        # SEN12MS-CR: the benchmark's split rule, masks and bands for training too (values as YAML via JSON)
+        options = [f"data.{k}={json.dumps(v)}" for k, v in self.dataset_options.items()]
+        return [f"data.root={self.root}", *options, *(self.config.get("overrides") or []), *overrides,
+                *seed_override, f"run.dir={run_dir}"]
 
     def _train_fp(self, config_path: str, overrides: list[str], seed: int | None = None) -> str:
         return fingerprint("train", config_path, file_hash(config_path),
@@ -150,7 +178,7 @@ class Benchmark:
     def seeds(self, method: dict[str, Any]) -> list[int | None]:
         """The seeds a method is trained with: its own ``seeds``, else the benchmark's, else [None] (the
         training configuration's seed). Methods that are not trained have the one entry None."""
-        if method.get("kind") == "cloudy" or method.get("checkpoint"):
+        if method.get("kind") in ("cloudy", "mean") or method.get("checkpoint"):
             return [None]
         seeds = method.get("seeds") or self.config.get("seeds")
         if seeds:
@@ -182,23 +210,80 @@ class Benchmark:
         self._train(step_name("train", method, seed), method["config"], list(method.get("overrides") or []),
                     self.run_dir(method, seed), seed)
 
-    def _dataset(self):
-        return evaluation_dataset(self.root, self.split, sar_mode=self.sar_mode, crop=self.crop)
+    def scored_dataset(self, record: dict[str, Any] | None = None) -> CloudRemovalDataset:
+        """The split every method is scored on. SEN12MS-CR: with the data section's options, and a trained
+        method's own preprocessing and bands from its checkpoint's data ``record`` (metrics are on reflectance,
+        so methods trained with other scalings compare)."""
+        if self.dataset == "m3rcr":
+            return evaluation_dataset(self.root, self.split, sar_mode=self.sar_mode, crop=self.crop)
+        options = {**self.dataset_options, "bands": self.dataset_options.get("bands", "all")}
+        if record is not None:
+            options.update(preprocessing=record.get("preprocessing") or "default", bands=list(record["optical_bands"]))
+        return DATASETS.build(self.dataset, root=self.root, split=self.split,
+                              sampling=Sampling(crop_size=self.crop, crop="center"), **options)
+
+    def bands(self) -> list[str]:
+        """SEN12MS-CR: the optical bands every row is scored on (``data.bands``, all 13 by default)."""
+        bands = self.dataset_options.get("bands", "all")
+        return [S2_BANDS[i] for i in band_indices(bands if isinstance(bands, str) else tuple(bands))]
+
+    def _checked_record(self, method: dict[str, Any], ckpt: Path) -> dict[str, Any] | None:
+        """SEN12MS-CR: the data record of a method's checkpoint, refused unless it was trained on SEN12MS-CR with
+        the benchmark's bands (rows over other bands do not compare). M3R-CR: None (nothing to pick)."""
+        if self.dataset == "m3rcr":
+            return None
+        record = checkpoint_data(read_checkpoint(ckpt))
+        if record is None or record.get("dataset") != self.dataset:
+            trained = "M3R-CR (no data record)" if record is None else record.get("dataset")
+            raise DataError(ckpt, f"method {method['name']!r}: trained on {trained}, not {self.dataset}; use a "
+                                  f"checkpoint trained on {self.dataset}")
+        if list(record.get("optical_bands") or []) != self.bands():
+            raise DataError(ckpt, f"method {method['name']!r}: trained on bands "
+                                  f"{', '.join(record.get('optical_bands') or [])}, but the benchmark scores "
+                                  f"{', '.join(self.bands())} (data.bands); every row must be over the same bands")
+        return record
 
     def evaluate_method(self, method: dict[str, Any], seed: int | None = None) -> None:
         device = self._device()
+        record = None
         if method.get("kind") == "cloudy":
             predict, settings = cloudy_predictor, {"checkpoint": None}
+        elif method.get("kind") == "mean":
+            predict, settings = mean_fill_predictor, {"checkpoint": None}
         else:
             if seed is None and not method.get("checkpoint"):
                 seed = self.seeds(method)[0]
             ckpt = self.checkpoint_of(method, seed)
+            record = self._checked_record(method, ckpt)
             model = load_model(ckpt, device=device)
             predict = model_predictor(model)
             settings = {"checkpoint": str(ckpt), "model": getattr(model, "registry_name", None), "seed": seed}
+        dataset = self.scored_dataset(record)
+        if record is not None:  # the dataset was built from the record: a mismatch here is a bug, not the user's
+            check_data_fits(record, dataset.spec, settings["checkpoint"], dataset.preprocessing)
         options = EvalOptions(batch_size=self.batch_size, device=device, save_predictions=True,
                               figure_count=self.figure_count, settings=settings, progress=False)
-        evaluate(predict, self._dataset(), self.eval_dir(method, seed), method["name"], options, overwrite=True)
+        evaluate(predict, dataset, self.eval_dir(method, seed), method["name"], options, overwrite=True)
+
+    def check_training_data(self, method: dict[str, Any]) -> None:
+        """Before any step: a method's training configuration reads the benchmark's dataset (and, SEN12MS-CR, its
+        bands), so that a mismatch is an error now rather than after its training."""
+        try:
+            config = load_config(method["config"], self._overrides(list(method.get("overrides") or []), Path("RUN")))
+            name = (config.get("data") or {}).get("name", "m3rcr")
+        except ConfigError:
+            # the benchmark's data options may not fit another dataset's section: say which dataset it is
+            name = (read_yaml_mapping(method["config"], "configuration").get("data") or {}).get("name", "m3rcr")
+            if name == self.dataset:
+                raise
+        if name != self.dataset:
+            raise ConfigError(f"method {method['name']!r}: {method['config']} trains on dataset {name!r}, but the "
+                              f"benchmark runs on {self.dataset!r} (data.dataset); use a configuration for "
+                              f"{self.dataset}" + (" (configs/sen12mscr/)" if self.dataset == "sen12mscr" else ""))
+        record = run_data_record(config) if self.dataset != "m3rcr" else None
+        if record is not None and record["optical_bands"] != self.bands():
+            raise ConfigError(f"method {method['name']!r}: trains on bands {', '.join(record['optical_bands'])}, but "
+                              f"the benchmark scores {', '.join(self.bands())} (data.bands)")
 
     def complexity(self, method: dict[str, Any]) -> None:
         cfg = self.config.get("complexity") or {}
@@ -238,7 +323,7 @@ class Benchmark:
             figure[semantic_source(m["name"], seeds[0], len(seeds))] = m["name"]  # Fig. 7 shows the first seed
         options = SemanticOptions(batch_size=self.batch_size, device=device, figure_count=min(self.figure_count, 3),
                                   progress=False, figure_sources=figure)
-        semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self._dataset(),
+        semantic_evaluate(load_segmentation_model(self.segmentation_checkpoint(), device=device), self.scored_dataset(),
                           sources, self.out / "semantic", options, overwrite=True)
 
     def report(self) -> None:
@@ -263,13 +348,18 @@ class Benchmark:
         """Every step of the benchmark in order: (name, fingerprint of its inputs, what it does)."""
         steps: list[tuple[str, str, Callable[[], Any]]] = []
         data = self.config["data"]
-        steps.append(("data", fingerprint("data", str(self.root), data.get("synth")), self.make_data))
-        eval_inputs = (str(self.root), self.split, self.crop, self.sar_mode)
+        # M3R-CR's fingerprints are those of before SEN12MS-CR existed: earlier benchmarks resume as they were
+        sen12 = () if self.dataset == "m3rcr" else (self.dataset, self.dataset_options)
+        steps.append(("data", fingerprint("data", str(self.root), data.get("synth"), *sen12), self.make_data))
+        eval_inputs = (str(self.root), self.split, self.crop, self.sar_mode, *sen12)
         methods = self.config["methods"]
         source_fps: dict[str, str] = {}  # per evaluation step: the fingerprint of what it evaluates
         for m in methods:
-            if m.get("kind") == "cloudy":
-                source_fps[step_name("evaluate", m, None)] = fingerprint("cloudy")
+            if m.get("config") and not m.get("checkpoint"):
+                self.check_training_data(m)
+        for m in methods:
+            if m.get("kind") in ("cloudy", "mean"):
+                source_fps[step_name("evaluate", m, None)] = fingerprint(m["kind"])
             elif m.get("checkpoint"):
                 source_fps[step_name("evaluate", m, None)] = fingerprint("checkpoint", m["checkpoint"],
                                                                      file_hash(m["checkpoint"]))

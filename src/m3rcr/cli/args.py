@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported by the functions that need them: `m3rcr --help` stays instant
     import torch
 
-    from m3rcr.data import M3RCRDataset
+    from m3rcr.data import CloudRemovalDataset
 
 
 def positive(text: str) -> int:
@@ -56,12 +56,69 @@ def add_overwrite(p: argparse.ArgumentParser, text: str = "replace outputs that 
     p.add_argument("--overwrite", action="store_true", help=text)
 
 
+#: datasets the data commands open (the registry's names; kept here so that --help does not import torch)
+DATASET_NAMES = ("m3rcr", "sen12mscr")
+
+
 def add_data_args(p: argparse.ArgumentParser, split_default: str | None = None) -> None:
     g = p.add_argument_group("dataset")
-    g.add_argument("--data", required=True, metavar="ROOT", help="dataset root holding <split>/ and <split>.csv")
+    g.add_argument("--dataset", choices=DATASET_NAMES, default="m3rcr",
+                   help="which dataset ROOT holds (default: m3rcr)")
+    g.add_argument("--data", required=True, metavar="ROOT", help="dataset root (M3R-CR: <split>/ folders and "
+                                                                  "<split>.csv lists; SEN12MS-CR: either layout)")
     g.add_argument("--split", default=split_default, required=split_default is None, metavar="NAME",
-                   help="split name, e.g. train or test" + (f" (default: {split_default})" if split_default else ""))
-    g.add_argument("--csv", metavar="FILE", help="split list to use instead of ROOT/<split>.csv")
+                   help="split name, e.g. train or test (SEN12MS-CR: train, val, test or all)"
+                        + (f" (default: {split_default})" if split_default else ""))
+    g.add_argument("--csv", metavar="FILE", help="split list to use instead of ROOT/<split>.csv (SEN12MS-CR: the "
+                                                  "flat layout's split CSV)")
+    s = p.add_argument_group("SEN12MS-CR (with --dataset sen12mscr)")
+    s.add_argument("--layout", choices=("official", "flat"), help="folder layout (default: detected)")
+    s.add_argument("--preprocessing", choices=("default", "resnet", "glfcr"),
+                   help="value scaling: default (UnCRtainTS), resnet (DSen2-CR) or glfcr (default: default, or the "
+                        "checkpoint's)")
+    s.add_argument("--bands", metavar="B,B,...", help="Sentinel-2 bands: all, rgbn, rgb or names such as B2,B3,B4,B8 "
+                                                      "(default: all, or the checkpoint's)")
+    s.add_argument("--reference-compatible", action="store_true",
+                   help="select the published split by the reference loader's substring rule (leaks 6 test and 3 "
+                        "val ROIs into train; only to compare with published numbers)")
+    s.add_argument("--mask-cache", metavar="DIR", help="folder of cached s2cloudless masks ('off': no cache; "
+                                                       "default: ROOT/.m3rcr_cache/s2cloudless or a per-user cache)")
+    s.add_argument("--no-cloud-masks", action="store_true",
+                   help="do not compute s2cloudless masks (no cloud-cover bins; cloud masks are all 0)")
+
+
+_SEN12MSCR_FLAGS = {"layout": "--layout", "preprocessing": "--preprocessing", "bands": "--bands",
+                    "reference_compatible": "--reference-compatible", "mask_cache": "--mask-cache",
+                    "no_cloud_masks": "--no-cloud-masks"}
+_M3RCR_FLAGS = {"sar_mode": ("--sar-mode", "nearest"), "sar_resampling": ("--sar-resampling", "nearest"),
+                "landcover_level": ("--landcover-level", 1)}
+
+
+def dataset_options(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dataset's own constructor arguments from the dataset and loading flags; ``defaults`` (e.g. what a
+    checkpoint was trained with) fill those not given. A flag of the other dataset is a usage error."""
+    name = getattr(args, "dataset", "m3rcr")
+    given = {k: getattr(args, k, None) for k in _SEN12MSCR_FLAGS}
+    if name == "m3rcr":
+        wrong = [flag for k, flag in _SEN12MSCR_FLAGS.items() if given[k] not in (None, False)]
+        if wrong:
+            raise SystemExit(f"m3rcr: error: {', '.join(wrong)} apply to --dataset sen12mscr")
+        return {k: getattr(args, k) for k in _M3RCR_FLAGS if hasattr(args, k)}
+    wrong = [flag for k, (flag, default) in _M3RCR_FLAGS.items() if getattr(args, k, default) != default]
+    if wrong:
+        raise SystemExit(f"m3rcr: error: {', '.join(wrong)} apply to --dataset m3rcr")
+    out = dict(defaults or {})
+    for key in ("layout", "preprocessing", "mask_cache"):
+        if given[key] is not None:
+            out[key] = given[key]
+    if given["bands"] is not None:
+        text = given["bands"]
+        out["bands"] = text if text.lower() in ("all", "rgbn", "rgb") else [b.strip() for b in text.split(",")]
+    if given["reference_compatible"]:
+        out["reference_compatible"] = True
+    if given["no_cloud_masks"]:
+        out["cloud_masks"] = "none"
+    return out
 
 
 def add_loading_args(p: argparse.ArgumentParser) -> None:
@@ -83,12 +140,20 @@ def add_stretch_arg(p: argparse.ArgumentParser, source: str = "the pixels clear 
                         f"(default: percentile)")
 
 
-def open_dataset(args: argparse.Namespace) -> M3RCRDataset:
-    """The split of the dataset and loading groups (:func:`add_data_args`, :func:`add_loading_args`)."""
-    from m3rcr.data import M3RCRDataset, Sampling
+def open_dataset(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> CloudRemovalDataset:
+    """The split of the dataset and loading groups (:func:`add_data_args`, :func:`add_loading_args`);
+    ``defaults`` as for :func:`dataset_options`."""
+    from m3rcr.data import DATASETS, Sampling
+    from m3rcr.errors import DataError
 
-    return M3RCRDataset(args.data, args.split, args.csv, sar_mode=args.sar_mode, sar_resampling=args.sar_resampling,
-                        landcover_level=args.landcover_level, sampling=Sampling(crop_size=args.crop, crop="center"))
+    options = dataset_options(args, defaults)
+    try:
+        return DATASETS.build(getattr(args, "dataset", "m3rcr"), root=args.data, split=args.split, files=args.csv,
+                              sampling=Sampling(crop_size=getattr(args, "crop", None), crop="center"), **options)
+    except DataError:
+        raise
+    except ValueError as exc:  # an option's value (a band name, a split): the dataset's message, no traceback
+        raise DataError(args.data, str(exc)) from None
 
 
 def device_of(name: str) -> torch.device:

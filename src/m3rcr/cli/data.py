@@ -91,7 +91,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         indices = ds.select(args.index, args.name or (), every=args.all)
     except ValueError as exc:
-        raise DataError(args.csv or Path(args.data) / args.split, str(exc)) from None
+        where = Path(args.data) / args.split if args.dataset == "m3rcr" else Path(args.data)  # M3R-CR: ROOT/<split>
+        raise DataError(args.csv or where, str(exc)) from None
     for path in write_sample_figures(ds, indices, args.out, stretch=args.stretch, dpi=args.dpi,
                                      overwrite=args.overwrite):
         print(path)
@@ -99,10 +100,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Summarise a split; with --check, read every sample and report problems."""
+    """Summarise a split (M3R-CR or SEN12MS-CR); with --check, read every sample and report problems."""
     from m3rcr.data.summary import summarize_split
 
-    summary = summarize_split(open_dataset(args), check=args.check, progress=not args.json)
+    summary = summarize_split(open_dataset(args), check=args.check, progress=not args.json,
+                              csv=args.csv if args.dataset == "sen12mscr" else None)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=1))
     else:
@@ -206,7 +208,8 @@ def _add_synth_scene(sub: argparse._SubParsersAction) -> None:
 
 def _add_show(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="render samples to PNG",
-                       description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG.")
+                       description="Render samples (cloudy, cloud-free, SAR VV, land cover, cloud mask) to PNG. "
+                                   "SEN12MS-CR: true colour from B4, B3, B2, no land cover, the s2cloudless mask.")
     add_data_args(p)
     add_loading_args(p)
     p.add_argument("--index", type=non_negative, nargs="+", default=[], metavar="I", help="sample index(es) (default: 0)")
@@ -222,8 +225,11 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="summarise or check a split",
-                       description="Summarise a split (samples, AOIs, seasons). With --check, read every "
-                                   "sample, report each problem, and count cloud-cover bins and land cover.")
+                       description="Summarise a split (samples, AOIs, seasons; SEN12MS-CR: ROIs, layout, split "
+                                   "source and the overlap of a reference-compatible split, unpaired patches). With "
+                                   "--check, read every sample, report each problem with its file, and count "
+                                   "cloud-cover bins and land cover (SEN12MS-CR: also check every patch's headers; "
+                                   "the mean s2cloudless cloud cover).")
     add_data_args(p)
     add_loading_args(p)
     p.add_argument("--check", action="store_true", help="read every sample (exit status 1 on problems)")

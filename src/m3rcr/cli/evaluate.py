@@ -8,20 +8,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from m3rcr.cli.args import add_data_args, add_overwrite, add_stretch_arg, device_of, non_negative, positive
+from m3rcr.cli.args import (
+    add_data_args,
+    add_overwrite,
+    add_stretch_arg,
+    dataset_options,
+    device_of,
+    non_negative,
+    open_dataset,
+    positive,
+)
 from m3rcr.utils.files import check_output
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a checkpoint (or the cloudy input) on a split."""
-    from m3rcr.evaluation.evaluate import EvalOptions, evaluation_dataset
+    """Score a checkpoint, the cloudy input or the mean fill on a split, under the dataset's metric protocol."""
+    from m3rcr.evaluation.evaluate import EvalOptions
     from m3rcr.reports.evaluation import summary_text
     from m3rcr.workflows import evaluate
 
     check_output(args.out, args.overwrite, folder=True)  # before minutes of work
     device = device_of(args.device)
-    ds = evaluation_dataset(args.data, args.split, args.csv, sar_mode=args.sar_mode,
-                            sar_resampling=args.sar_resampling, crop=args.crop)
+    ds = _evaluation_data(args)
     predict, method, settings = _method(args, device)
     options = EvalOptions(batch_size=args.batch_size, device=device, num_workers=args.workers, clip=args.clip,
                           save_predictions=args.save_predictions, figure_names=args.samples,
@@ -32,15 +40,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_data(args: argparse.Namespace) -> Any:
+    """The split to score. M3R-CR: :func:`~m3rcr.evaluation.evaluate.evaluation_dataset` (land cover on the
+    optical grid). SEN12MS-CR: :func:`~m3rcr.cli.args.open_dataset`, with a SEN12MS-CR checkpoint's
+    preprocessing and bands as defaults. A checkpoint trained on another band layout or preprocessing is refused
+    (a one-line DataError) before the model is loaded."""
+    from m3rcr.evaluation.evaluate import evaluation_dataset
+    from m3rcr.models.checkpoint import check_data_fits, checkpoint_data, dataset_defaults, read_checkpoint
+
+    record = checkpoint_data(read_checkpoint(args.checkpoint)) if args.checkpoint else None
+    if getattr(args, "dataset", "m3rcr") == "m3rcr":
+        dataset_options(args)  # refuses SEN12MS-CR's flags
+        ds = evaluation_dataset(args.data, args.split, args.csv, sar_mode=args.sar_mode,
+                                sar_resampling=args.sar_resampling, crop=args.crop)
+        preprocessing = None
+    else:
+        ds = open_dataset(args, dataset_defaults(record, args.dataset) if args.checkpoint else None)
+        preprocessing = getattr(ds, "preprocessing", None)
+    if args.checkpoint:
+        check_data_fits(record, ds.spec, args.checkpoint, preprocessing=preprocessing)
+    return ds
+
+
 def _method(args: argparse.Namespace, device: Any) -> tuple[Any, str, dict[str, Any]]:
-    """The predictor of --checkpoint or --method cloudy, its name and the settings to record."""
-    from m3rcr.inference.predictors import cloudy_predictor, model_predictor
+    """The predictor of --checkpoint or --method cloudy / mean, its name and the settings to record."""
+    from m3rcr.inference.predictors import cloudy_predictor, mean_fill_predictor, model_predictor
     from m3rcr.models import load_model
 
     if args.method == "cloudy":
         return cloudy_predictor, args.name or "cloudy", {"checkpoint": None}
+    if args.method == "mean":
+        return mean_fill_predictor, args.name or "mean", {"checkpoint": None}
     if not args.checkpoint:
-        raise ValueError("give --checkpoint CKPT or --method cloudy")
+        raise ValueError("give --checkpoint CKPT or --method cloudy|mean")
     model = load_model(args.checkpoint, device=device)
     settings = {"checkpoint": str(args.checkpoint), "model": getattr(model, "registry_name", None),
                 "precision": args.precision}
@@ -126,11 +158,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint or the cloudy input on a split",
                        description="Image-reconstruction metrics of the M3R-CR benchmark (MAE, PSNR, SSIM, SAM) "
                                    "overall, per land-cover class and per cloud-cover bin; writes metrics.json, "
-                                   "metrics.csv, tables (Table II layout) and figures (Fig. 4 and 5 layouts).")
+                                   "metrics.csv, tables (Table II layout) and figures (Fig. 4 and 5 layouts). With "
+                                   "--dataset sen12mscr, the community's SEN12MS-CR protocol instead: RMSE, PSNR, "
+                                   "MAE, SAM and SSIM per image over all the dataset's bands on reflectance in "
+                                   "[0, 1], means skipping NaN, per s2cloudless cloud-cover bin.")
     add_data_args(p, split_default="test")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", metavar="CKPT", help="an m3rcr checkpoint")
-    what.add_argument("--method", choices=("cloudy",), help="'cloudy': score the cloudy input itself (the floor)")
+    what.add_argument("--method", choices=("cloudy", "mean"),
+                      help="'cloudy': score the cloudy input itself (the floor); 'mean': every pixel of a band "
+                           "the mean of the cloudy input's clear pixels (all pixels without cloud masks)")
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder")
     p.add_argument("--name", help="method name in tables (default: the model's registry name)")
     p.add_argument("--crop", type=positive, metavar="N",
@@ -142,7 +179,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--clip", action="store_true", help="clip predictions to [0, 1] before scoring")
-    p.add_argument("--save-predictions", action="store_true", help="write predictions/NAME.tif (georeferenced)")
+    p.add_argument("--save-predictions", action="store_true",
+                   help="write predictions/NAME.tif (georeferenced, uint16 reflectance x 10000, every optical band)")
     p.add_argument("--samples", nargs="+", metavar="NAME", help="samples for the qualitative figure")
     p.add_argument("--figure-count", type=non_negative, default=4, help="samples in the qualitative figure (default: 4)")
     add_stretch_arg(p)

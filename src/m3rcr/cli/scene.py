@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from m3rcr.cli.args import (
     add_overwrite,
@@ -27,10 +27,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Remove clouds from a whole georeferenced scene."""
     from m3rcr.inference.predict import model_uses_sar, predict_scene, write_stats
     from m3rcr.models import load_model
+    from m3rcr.models.checkpoint import checkpoint_data, read_checkpoint
     from m3rcr.reports.scene_preview import write_scene_preview
 
     _check_predict_outputs(args)
-    options = _predict_options(args)
+    # the bands and value convention the model was trained on (None: an M3R-CR checkpoint of an earlier version)
+    data = checkpoint_data(read_checkpoint(args.checkpoint))
+    options = _predict_options(args, data)
     model = load_model(args.checkpoint, options.device)
     if args.sar and not model_uses_sar(model):
         name = getattr(model, "registry_name", type(model).__name__)
@@ -44,7 +47,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.stats:
         write_stats(args.stats, stats)
     if args.preview:
-        write_scene_preview(args.cloudy, args.out, stats.settings["bands"], args.preview, mask=args.mask,
+        write_scene_preview(args.cloudy, args.out, _preview_bands(stats.settings), args.preview, mask=args.mask,
                             stretch=args.stretch, scale=args.scale, offset=args.offset)
         print(f"preview: {args.preview}")
     return 0
@@ -61,13 +64,23 @@ def _check_predict_outputs(args: argparse.Namespace) -> None:
         check_output(path, args.overwrite)
 
 
-def _predict_options(args: argparse.Namespace) -> PredictOptions:
+def _predict_options(args: argparse.Namespace, data: dict[str, Any] | None = None) -> PredictOptions:
     from m3rcr.inference.predict import PredictOptions
 
     return PredictOptions(bands=args.bands, scale=args.scale, offset=args.offset, sar_bands=args.sar_bands,
                           sar_units=args.sar_units, sar_resampling=args.sar_resampling, mask=args.mask,
                           tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          device=device_of(args.device), precision=args.precision)
+                          device=device_of(args.device), precision=args.precision, data=data)
+
+
+def _preview_bands(settings: dict[str, Any]) -> list[int]:
+    """The picked bands for the preview, which takes the first three as blue, green, red (as M3R-CR's order):
+    Sentinel-2's B2, B3, B4 moved to the front; the output holds every picked band, so all are passed."""
+    bands, names = list(settings["bands"]), list(settings.get("band_names") or [])
+    front = [names.index(n) for n in ("B2", "B3", "B4") if n in names]
+    if len(front) < 3:
+        return bands  # M3R-CR's blue, green, red, NIR (or a pick without true colour: its first three bands)
+    return [bands[i] for i in front] + [b for i, b in enumerate(bands) if i not in front]
 
 
 def cmd_score_scene(args: argparse.Namespace) -> int:
@@ -109,7 +122,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an m3rcr checkpoint (any registry model)")
     p.add_argument("--out", required=True, metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
     p.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
-                                                        "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2)")
+                                                        "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2); for a "
+                                                        "model trained on SEN12MS-CR, its bands in its order "
+                                                        "(default: all of a 13-band L1C scene)")
     p.add_argument("--scale", type=positive_float, default=10000.0,
                    help="reflectance = (value + offset) / scale (default: 10000)")
     p.add_argument("--offset", type=finite_float, default=0.0, help="see --scale (default: 0; -1000 for recent Sentinel-2)")

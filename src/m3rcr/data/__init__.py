@@ -6,7 +6,8 @@ pay for torch. The Lightning DataModule lives in :mod:`m3rcr.data.datamodule`.
 
 from typing import Any
 
-__all__ = ["DATASETS", "CloudRemovalDataset", "DataOptions", "DatasetSpec", "M3RCRDataset", "SampleFiles", "Sampling",
+__all__ = ["DATASETS", "CloudRemovalDataset", "DataOptions", "DatasetSpec", "M3RCRDataset", "SEN12MSCRDataset", "SampleFiles",
+           "Sampling",
            "affine_to_tensor", "check_data_config", "list_split", "tensor_to_affine"]
 
 

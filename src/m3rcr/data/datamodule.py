@@ -75,15 +75,15 @@ class CloudRemovalDataModule(L.LightningDataModule):
         """Build the datasets the stage needs (``fit``, ``validate``, ``test`` or ``predict``)."""
         o, plan, cls = self.options, self.options.splits, self.dataset_class
         if stage in (None, "fit", "validate") and self.train_dataset is None:
-            train = cls.list_files(o.root, plan.train_split, plan.train_csv)
+            train = cls.list_files(o.root, plan.train_split, plan.train_csv, **o.dataset)
             if plan.val_split is not None:
-                val = cls.list_files(o.root, plan.val_split, plan.val_csv)
+                val = cls.list_files(o.root, plan.val_split, plan.val_csv, **o.dataset)
             else:
                 train, val = holdout_by_group(train, plan.val_fraction, plan.seed, cls.holdout_group)
             self.train_dataset = self._dataset(train, plan.train_split, train=True)
             self.val_dataset = self._dataset(val, plan.val_split or plan.train_split, train=False) if val else None
         if stage in (None, "test", "predict") and self.test_dataset is None:
-            test = cls.list_files(o.root, plan.test_split, plan.test_csv)
+            test = cls.list_files(o.root, plan.test_split, plan.test_csv, **o.dataset)
             self.test_dataset = self._dataset(test, plan.test_split, train=False)
 
     def _loader(self, dataset: CloudRemovalDataset | None, train: bool) -> DataLoader:

@@ -1,4 +1,4 @@
-"""Figures of M3R-CR samples, and the display stretch every RGB figure of the project uses.
+"""Figures of dataset samples (M3R-CR, SEN12MS-CR), and the display stretch every RGB figure of the project uses.
 
 Display conventions (used by every figure of the project):
 
@@ -11,20 +11,27 @@ Display conventions (used by every figure of the project):
   on its own stretch, as it is darker. :func:`rgb_stretch_limits` has the details and the fallbacks
   for nearly overcast images. ``stretch="fixed"``
   maps reflectance [0, 0.3] to [0, 1] in every band instead. Values outside are clipped; no-data is
-  light grey.
+  light grey. Images on another scale than reflectance (SEN12MS-CR's ``resnet`` values in [0, 5]) are
+  converted to reflectance first (``scale``, a dataset spec's ``reflectance_per_unit``), so both
+  stretches mean the same for every dataset.
+* Which bands are red, green and blue comes from the dataset's spec (``rgb`` positions): (2, 1, 0) in
+  M3R-CR's (B, G, R, NIR), B4, B3, B2 in Sentinel-2's 13 bands.
 * Which panels set the stretch: the observed images (the cloudy input at its clear pixels and the
   cloud-free reference); predictions are drawn on that stretch, so a method that brightens, darkens
   or returns garbage shows it instead of changing how every other panel looks.
-* SAR shows VV on its [0, 1] scale (-25 dB .. 0 dB) in grey.
+* SAR shows its first band (VV) in grey on the items' scale: [0, 1] is -25 dB .. 0 dB (0 .. 2 with
+  SEN12MS-CR's ``resnet`` scaling: ``sar_max``).
 * Land cover uses the WorldCover palette (level 2) or the level-1 colours of
   :data:`m3rcr.data.preprocess.LEVEL1_COLORS`.
-* The cloud mask is white where cloudy.
+* The cloud mask is white where cloudy. Datasets without land cover (SEN12MS-CR) have no land-cover
+  panel (``landcover_level=None``); items without a computed mask (``cloud_cover`` NaN) no mask panel.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +40,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from m3rcr.data.preprocess import LEVEL2_NODATA, class_colors, class_names
+
+if TYPE_CHECKING:
+    from m3rcr.data.datasets.base import DatasetSpec
 
 Stretch = Literal["percentile", "fixed"]
 STRETCHES: tuple[str, ...] = ("percentile", "fixed")
@@ -50,6 +60,8 @@ CLOUD_BUFFER = 0.02
 #: fewer jointly clear pixels than this cannot give stable percentiles: see :func:`rgb_stretch_limits`
 MIN_CLEAR_PIXELS = 100
 NODATA_GREY = 0.85
+#: red, green, blue band names of true-colour composites (M3R-CR's, Sentinel-2's); other ``spec.rgb`` are false colour
+TRUE_COLOUR = (("red", "green", "blue"), ("B4", "B3", "B2"))
 
 Limits = tuple[np.ndarray, np.ndarray]
 
@@ -132,9 +144,22 @@ def _clipped(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
     return float(((values <= lo[:, None]) | (values >= hi[:, None])).any(axis=0).mean())
 
 
-def stretch_limits(panels: Sequence[tuple[Any, Any | None]], stretch: Stretch = "percentile") -> Limits:
-    """:func:`rgb_stretch_limits` of 4-band (B, G, R, NIR) images: ``panels`` are (image, cloud mask) pairs."""
-    return rgb_stretch_limits([(_numpy(image)[list(RGB_BANDS)], mask) for image, mask in panels], stretch)
+def _rgb(image: Any, rgb: Sequence[int], scale: float) -> np.ndarray:
+    """The (3, H, W) red, green, blue bands of an image at positions ``rgb``, in reflectance (x ``scale``)."""
+    out = _numpy(image)[list(rgb)]
+    return out if scale == 1.0 else out.astype(np.float64) * scale
+
+
+def stretch_limits(panels: Sequence[tuple[Any, Any | None]], stretch: Stretch = "percentile", *,
+                   rgb: Sequence[int] = RGB_BANDS, scale: float = 1.0) -> Limits:
+    """:func:`rgb_stretch_limits` of multi-band images: ``panels`` are (image, cloud mask) pairs.
+
+    ``rgb``: positions of the red, green and blue bands (default :data:`RGB_BANDS`, M3R-CR's (B, G, R, NIR);
+    a spec's ``rgb_indices()`` otherwise); ``scale``: reflectance of one unit of the images (a spec's
+    ``reflectance_per_unit``). The limits are in reflectance: pass the same ``rgb`` and ``scale`` to
+    :func:`rgb_composite`.
+    """
+    return rgb_stretch_limits([(_rgb(image, rgb, scale), mask) for image, mask in panels], stretch)
 
 
 def apply_stretch(rgb: Any, limits: Limits) -> np.ndarray:
@@ -147,60 +172,91 @@ def apply_stretch(rgb: Any, limits: Limits) -> np.ndarray:
     return out
 
 
-def rgb_composite(image: Any, limits: Limits) -> np.ndarray:
-    """(H, W, 3) float image in [0, 1] from a (4, H, W) reflectance image."""
-    return apply_stretch(_numpy(image)[list(RGB_BANDS)], limits)
+def rgb_composite(image: Any, limits: Limits, *, rgb: Sequence[int] = RGB_BANDS, scale: float = 1.0) -> np.ndarray:
+    """(H, W, 3) float image in [0, 1] from a (C, H, W) image: bands ``rgb`` (default: M3R-CR's 4-band order)
+    times ``scale`` (reflectance per unit) on ``limits`` (from :func:`stretch_limits` with the same ``rgb``
+    and ``scale``)."""
+    return apply_stretch(_rgb(image, rgb, scale), limits)
 
 
 def _landcover_cmap(level: int) -> tuple[ListedColormap, tuple[str, ...]]:
     return ListedColormap(class_colors(level)), class_names(level)
 
 
+def _has_mask(sample: Mapping[str, Any]) -> bool:
+    """Whether the item carries a computed cloud mask (SEN12MS-CR without masks: ``cloud_cover`` NaN)."""
+    if "cloudmask" not in sample:
+        return False
+    cover = sample.get("cloud_cover")
+    try:
+        return cover is None or not math.isnan(float(cover))
+    except (TypeError, ValueError):  # not a number: the mask is what counts
+        return True
+
+
+def _draw_landcover(fig: Figure, ax: Any, landcover: Any, level: int) -> None:
+    """Land-cover ids in their palette, with the legend of the classes present below the row."""
+    cmap, names = _landcover_cmap(level)
+    lc = _numpy(landcover).astype(np.int64)
+    ax.imshow(np.ma.masked_equal(lc, LEVEL2_NODATA), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5,
+              interpolation="nearest")
+    present = [int(v) for v in np.unique(lc) if v != LEVEL2_NODATA]
+    handles = [Patch(facecolor=cmap(i), edgecolor="k", linewidth=0.3, label=names[i]) for i in present]
+    # below the whole row, where the constrained layout makes room for it
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8,
+               frameon=False, handlelength=1.0, title="Land cover", title_fontsize=8)
+
+
 def plot_sample(
     sample: Mapping[str, Any],
     prediction: Any | None = None,
     *,
-    landcover_level: int = 1,
+    spec: DatasetSpec | None = None,
+    landcover_level: int | None = 1,
     stretch: Stretch = "percentile",
     title: str | None = None,
     panel_size: float = 3.0,
+    sar_max: float = 1.0,
 ) -> Figure:
-    """A row of panels: cloudy, cloud-free, [prediction], SAR VV, land cover, cloud mask.
+    """A row of panels: cloudy, cloud-free, [prediction], SAR, [land cover], [cloud mask].
 
-    ``sample`` is a dataset item (unbatched); ``prediction`` a (4, H, W) image on the [0, 1] scale.
-    Returns a matplotlib figure; save it with ``fig.savefig(path)``.
+    ``sample`` is a dataset item (unbatched); ``prediction`` a (C, H, W) image with the item's bands and
+    scale. ``spec`` (the dataset's :class:`~m3rcr.data.datasets.base.DatasetSpec`) says which bands are red,
+    green and blue, the SAR band's name and the reflectance of one optical unit; None means M3R-CR's 4 bands
+    in reflectance. ``landcover_level=None`` leaves the land-cover panel out (SEN12MS-CR has none); the
+    cloud-mask panel is left out when the item has no computed mask. ``sar_max``: the SAR value shown white
+    (the top of the items' SAR scale). Returns a matplotlib figure; save it with ``fig.savefig(path)``.
     """
+    rgb = spec.rgb_indices() if spec is not None else RGB_BANDS
+    scale = spec.reflectance_per_unit if spec is not None else 1.0
+    sar_name = spec.sar_bands[0] if spec is not None else "VV"
+    has_mask = _has_mask(sample)
     # the observed images set the stretch; a prediction is drawn on it (see the module's conventions)
-    limits = stretch_limits([(sample["cloudy"], sample.get("cloudmask")), (sample["cloudfree"], None)], stretch)
+    limits = stretch_limits([(sample["cloudy"], sample["cloudmask"] if has_mask else None),
+                             (sample["cloudfree"], None)], stretch, rgb=rgb, scale=scale)
     panels: list[tuple[str, Any]] = [("Cloudy", "cloudy"), ("Cloud-free", "cloudfree")]
     if prediction is not None:
         panels.append(("Prediction", "prediction"))
-    panels += [("SAR VV", "sar"), ("Land cover", "landcover"), ("Cloud mask", "cloudmask")]
+    panels.append((f"SAR {sar_name}", "sar"))
+    if landcover_level is not None:
+        panels.append(("Land cover", "landcover"))
+    if has_mask:
+        panels.append(("Cloud mask", "cloudmask"))
     # a bare Figure (no pyplot): nothing global is touched and nothing needs closing
     fig = Figure(figsize=(panel_size * len(panels), panel_size + 1.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
-    cmap, names = _landcover_cmap(landcover_level)
     for ax, (label, key) in zip(axes[0], panels):
         ax.set_xticks([])
         ax.set_yticks([])
-        if key in ("cloudy", "cloudfree"):
-            ax.imshow(rgb_composite(sample[key], limits), interpolation="nearest")
-        elif key == "prediction":
-            pred = _numpy(prediction)
-            if pred.ndim == 4 and pred.shape[0] == 1:
-                pred = pred[0]
-            ax.imshow(rgb_composite(pred, limits), interpolation="nearest")
+        if key in ("cloudy", "cloudfree", "prediction"):
+            image = _numpy(prediction) if key == "prediction" else sample[key]
+            if key == "prediction" and image.ndim == 4 and image.shape[0] == 1:
+                image = image[0]
+            ax.imshow(rgb_composite(image, limits, rgb=rgb, scale=scale), interpolation="nearest")
         elif key == "sar":
-            ax.imshow(_numpy(sample["sar"])[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(_numpy(sample["sar"])[0], cmap="gray", vmin=0, vmax=sar_max, interpolation="nearest")
         elif key == "landcover":
-            lc = _numpy(sample["landcover"]).astype(np.int64)
-            shown = np.ma.masked_equal(lc, LEVEL2_NODATA)
-            ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, interpolation="nearest")
-            present = [int(v) for v in np.unique(lc) if v != LEVEL2_NODATA]
-            handles = [Patch(facecolor=cmap(i), edgecolor="k", linewidth=0.3, label=names[i]) for i in present]
-            # below the whole row, where the constrained layout makes room for it
-            fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8,
-                       frameon=False, handlelength=1.0, title="Land cover", title_fontsize=8)
+            _draw_landcover(fig, ax, sample["landcover"], landcover_level)  # type: ignore[arg-type]
         elif key == "cloudmask":
             mask = _numpy(sample["cloudmask"])
             ax.imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -208,6 +264,8 @@ def plot_sample(
         ax.set_title(label, fontsize=10)
     if title is None:
         title = str(sample.get("name", ""))
+        if spec is not None and spec.rgb not in TRUE_COLOUR:  # e.g. bands B8, B4, B3: say it is not true colour
+            title += f" (false colour: R, G, B = {', '.join(spec.rgb)})"
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -1,7 +1,8 @@
 """Whole georeferenced scenes: window-by-window reading of optical scenes and of rasters warped onto their grid.
 
 A scene is never read whole. :class:`OpticalScene` reads windows of an optical raster (any band
-count; four of its bands are picked as blue, green, red, NIR) with their no-data mask;
+count; the bands a model reads are picked from it: blue, green, red, NIR for M3R-CR, the 13 Sentinel-2 L1C
+bands for SEN12MS-CR) with their no-data mask;
 :class:`WarpedLayer` reads windows of another raster (SAR, land cover, a cloud mask) brought onto a
 target grid by GDAL's warper (any CRS and resolution). The warper uses an exact transformation
 (error tolerance 1e-6 pixel instead of GDAL's default 0.125), so a window reads the same pixels
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,14 +265,17 @@ class SarLayer:
     """Sentinel-1 VV/VH of any CRS, resolution and float dtype, warped onto a grid and scaled as in training.
 
     Opening it checks, on a subsample of the whole file, that the values are plausible in ``units``
-    (:func:`m3rcr.data.sar_units.check_sar_units`), so wrong units fail before any tile is run.
+    (:func:`m3rcr.data.sar_units.check_sar_units`), so wrong units fail before any tile is run. ``scale``
+    maps (2, h, w) dB to the model's values (default: M3R-CR's :func:`~m3rcr.data.preprocess.normalize_sar`;
+    a SEN12MS-CR convention's ``scale_s1`` for models trained on SEN12MS-CR).
     """
 
     def __init__(self, path: str | Path, grid: Grid, *, bands: str | Sequence[int] = (1, 2), units: SarUnits = "db",
-                 resampling: str = "nearest", what: str = "SAR image") -> None:
+                 resampling: str = "nearest", what: str = "SAR image",
+                 scale: Callable[[np.ndarray], np.ndarray] = normalize_sar) -> None:
         if units not in ("db", "linear"):
             raise ValueError(f"SAR units must be 'db' or 'linear', got {units!r}")
-        self.path, self.units = Path(path), units
+        self.path, self.units, self.scale = Path(path), units, scale
         self.src = open_raster(path, what)
         try:
             require_float_sar(self.src, what, "--sar-units linear")
@@ -286,13 +290,14 @@ class SarLayer:
             raise
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """SAR scaled to [0, 1] (2, h, w) float32, and the mask of pixels inside its footprint."""
+        """SAR scaled by ``scale`` ((2, h, w) float32, [0, 1] for M3R-CR), and the mask of pixels inside its
+        footprint."""
         raw, valid = self.layer.read(window)
         db = sar_to_db(raw, self.units)
         # zero or negative linear power (blackfill without a no-data tag) is missing data too
         valid &= np.isfinite(db).all(axis=0)
-        # outside the footprint the value is irrelevant (the output is no-data there): -25 dB -> 0
-        return normalize_sar(np.where(valid[None], db, -100.0)), valid
+        # outside the footprint the value is irrelevant (the output is no-data there): clipped to the low end
+        return self.scale(np.where(valid[None], db, -100.0)).astype(np.float32, copy=False), valid
 
     def close(self) -> None:
         """Release the files."""
@@ -311,23 +316,28 @@ def _fmt(bounds: Sequence[float]) -> str:
 
 
 class OpticalScene:
-    """An optical raster read window by window, four of its bands as blue, green, red, NIR.
+    """An optical raster read window by window, the bands ``names`` (blue, green, red, NIR by default) picked.
 
     Values are reflectance x ``scale`` minus ``offset`` in the file (reflectance = (value + offset) /
     scale, as for Sentinel-2's BOA_ADD_OFFSET); reflectance is clipped to [0, 1] as in training.
     A pixel is no-data where any picked band is no-data by GDAL's mask (no-data value, alpha band or
     internal mask) or NaN. Without a declared no-data value or mask every finite value is data,
     zeros included (GDAL's rule): no no-data value is guessed.
+
+    ``bands`` are the 1-based bands of ``names`` in that order (default: a raster with exactly that many bands,
+    in file order).
     """
 
     def __init__(self, path: str | Path, bands: str | Sequence[int] | None = None, *,
-                 scale: float = OPTICAL_SCALE, offset: float = 0.0, what: str = "optical scene") -> None:
+                 scale: float = OPTICAL_SCALE, offset: float = 0.0, what: str = "optical scene",
+                 names: Sequence[str] = OPTICAL_BANDS) -> None:
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale}")
         self.path, self.scale, self.offset = Path(path), float(scale), float(offset)
+        self.names = tuple(names)
         self.src = open_raster(path, what)
         try:
-            self.bands = parse_bands(bands, self.src.count, path)
+            self.bands = parse_bands(bands, self.src.count, path, names=self.names)
             self.grid = grid_of(self.src)
             self.dtype = picked_dtype(self.src, self.bands, what)
             declared = {self.src.nodatavals[b - 1] for b in self.bands}
@@ -343,8 +353,9 @@ class OpticalScene:
 
     @property
     def file_order(self) -> tuple[int, ...]:
-        """Positions (0..3, in blue, green, red, NIR order) of the picked bands sorted as in the file."""
-        return tuple(sorted(range(4), key=lambda i: self.bands[i]))
+        """Positions (in ``names`` order: 0..3 for blue, green, red, NIR) of the picked bands sorted as in the
+        file."""
+        return tuple(sorted(range(len(self.bands)), key=lambda i: self.bands[i]))
 
     def read_valid(self, window: Window, raw: np.ndarray | None = None) -> np.ndarray:
         """The (h, w) mask of pixels that are data in every picked band (GDAL's masks, and finite).
@@ -360,7 +371,7 @@ class OpticalScene:
         return valid
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Reflectance in [0, 1] (4, h, w) float32 in blue, green, red, NIR order, and the valid-pixel mask."""
+        """Reflectance in [0, 1] (bands, h, w) float32 in ``names`` order, and the valid-pixel mask."""
         raw = read_bands(self.src, self.bands, window=window, where=self.path)
         valid = self.read_valid(window, raw)
         refl = (raw.astype(np.float64) + self.offset) / self.scale
@@ -395,7 +406,7 @@ class OpticalScene:
         return math.nan if self.dtype.kind == "f" else 0.0
 
     def encode(self, reflectance: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Reflectance (4, h, w) in blue, green, red, NIR order -> file values in file band order and dtype.
+        """Reflectance (bands, h, w) in ``names`` order -> file values in file band order and dtype.
 
         Invalid pixels get :attr:`fill_value`; valid pixels never take a declared no-data value.
         """

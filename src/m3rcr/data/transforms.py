@@ -110,3 +110,23 @@ class Dihedral:
             out = out @ Affine(0, -1, w, 1, 0, 0)
             h, w = w, h
         return out
+
+
+def crop_and_augment(arrays: dict[str, np.ndarray], transform: Affine, *, size: tuple[int, int] | None,
+                     mode: str, augment: bool, rng: np.random.Generator | None) -> tuple[dict[str, np.ndarray], Affine]:
+    """Crop (``size`` None: keep all) and optionally augment arrays that share one grid; return them and the
+    transform of their new grid. Every array gets the same window and symmetry (a ValueError if the crop does
+    not fit)."""
+    shape = next(iter(arrays.values())).shape[-2:]
+    if size is not None:
+        win = crop_window(shape, size, mode=mode, rng=rng)
+        arrays = {k: a[..., win.slices()[0], win.slices()[1]] for k, a in arrays.items()}
+        transform = win.transform(transform)
+        shape = size
+    if augment:
+        if rng is None:
+            raise ValueError("augmentation needs a random generator")
+        aug = Dihedral.random(rng, square=shape[0] == shape[1])
+        transform = aug.transform(transform, shape)
+        arrays = {k: aug.apply(a) for k, a in arrays.items()}
+    return arrays, transform

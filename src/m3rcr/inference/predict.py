@@ -4,6 +4,11 @@
 optical grid from any CRS and resolution), runs a model over overlapping tiles in batches, blends
 the overlaps with smooth weights and writes a cloud-optimized GeoTIFF on the optical grid. Memory
 depends on the tile, the batch and the overlap band across the scene's width, not on its size.
+
+What the model reads comes from its checkpoint's data record (``PredictOptions.data``): M3R-CR models
+(and checkpoints without a record) read blue, green, red, NIR reflectance in [0, 1] and SAR scaled as in
+M3R-CR; SEN12MS-CR models read their Sentinel-2 bands and S1 scaled by their preprocessing convention
+(:mod:`m3rcr.data.sen12mscr.preprocess`), and their outputs are turned back into L1C values with it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,10 @@ from rasterio.windows import Window
 from torch import nn
 
 from m3rcr.data.io import GeoTiffLayout, RasterSpec, geotiff_writer
-from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE
-from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache
+from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
+from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache, open_raster
+from m3rcr.data.sen12mscr.preprocess import S2_BANDS, S2_DN_SCALE, convention
+from m3rcr.errors import DataError
 from m3rcr.inference.predictors import model_predictor
 from m3rcr.inference.tiling import Blender, PredictionGrid, PredictionWindow
 from m3rcr.models.base import CloudRemovalModel
@@ -75,8 +82,9 @@ class PredictOptions:
     """How :func:`predict_scene` reads a scene and runs the model; every field has a default.
 
     Attributes:
-        bands: 1-based band numbers of blue, green, red and NIR (``"2,3,4,8"``); default: the 4 bands of
-            a 4-band raster.
+        bands: 1-based band numbers of the bands the model reads, in its order: blue, green, red and NIR
+            (``"2,3,4,8"``) for M3R-CR models; default: a raster with exactly that many bands, in file order
+            (for a model trained on some of the 13 Sentinel-2 bands, also a 13-band L1C scene).
         scale, offset: reflectance = (value + offset) / scale (10000 and 0 for PlanetScope and
             Sentinel-2 L1C before 2022).
         sar_bands, sar_units, sar_resampling: SAR bands (VV, VH), units (``db`` or ``linear`` power)
@@ -85,6 +93,8 @@ class PredictOptions:
             prediction (cloud-free pixels keep their input values).
         tile, overlap, batch_size: tile size and overlap in optical pixels, tiles per model call.
         device, precision: where and how the model runs (``float32``, ``bfloat16``, ``float16``).
+        data: the checkpoint's data record (``meta["data"]``, :func:`m3rcr.models.checkpoint.checkpoint_data`):
+            band names and value convention; None: M3R-CR's (checkpoints saved before it was recorded).
     """
 
     bands: str | Sequence[int] | None = None
@@ -99,10 +109,46 @@ class PredictOptions:
     batch_size: int = 4
     device: str | torch.device = "cpu"
     precision: str = "float32"
+    data: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ModelValues:
+    """How a model's values relate to a scene's: the optical bands it reads (names, in its order), the
+    reflectance of one unit of its optical values, and the scaling of SAR dB and back to reflectance."""
+
+    names: tuple[str, ...]
+    dataset: str
+    reflectance_per_unit: float
+    scale_sar: Callable[[np.ndarray], np.ndarray]
+    to_reflectance: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any] | None) -> ModelValues:
+        """From a checkpoint's data record (None: M3R-CR, blue/green/red/NIR reflectance in [0, 1])."""
+        preprocessing = record.get("preprocessing") if record else None
+        if preprocessing is None and record is not None and record.get("dataset") == "sen12mscr":
+            preprocessing = "default"  # SEN12MS-CR's default, in a record written before it was recorded
+        if record is None or preprocessing is None:
+            names = tuple(record["optical_bands"]) if record else OPTICAL_BANDS
+            dataset = str(record.get("dataset", "m3rcr")) if record else "m3rcr"
+            return cls(names, dataset, 1.0, normalize_sar, lambda y: y)
+        conv = convention(str(preprocessing))
+
+        def to_reflectance(y: np.ndarray) -> np.ndarray:
+            return conv.to_dn(y) / S2_DN_SCALE  # L1C DN -> reflectance; the scene's scale and offset encode it
+
+        return cls(tuple(record["optical_bands"]), str(record.get("dataset")), conv.reflectance_per_unit,
+                   conv.scale_s1, to_reflectance)
+
+    @property
+    def described(self) -> str:
+        """e.g. ``13 bands (B1, B2, ..., B12) of sen12mscr``."""
+        return f"{len(self.names)} bands ({', '.join(self.names)}) of {self.dataset}"
 
 
 def model_uses_sar(model: nn.Module) -> bool:
@@ -124,8 +170,8 @@ def predict_scene(
     """Remove clouds from a whole scene and write the result as a cloud-optimized GeoTIFF.
 
     Args:
-        model: a cloud-removal model called as ``model(cloudy, sar)`` on (B, 4, h, w) and (B, 2, h, w)
-            tensors in [0, 1] (any model of the registry).
+        model: a cloud-removal model called as ``model(cloudy, sar)`` on (B, C, h, w) and (B, 2, h, w)
+            tensors (any model of the registry); C and the values' scaling come from ``options.data``.
         cloudy: the optical scene (any GDAL raster with a CRS; GeoTIFF in practice).
         out: the output GeoTIFF; it appears only when complete.
         sar: Sentinel-1 VV/VH in any CRS, resolution and float dtype; needed by models that use SAR.
@@ -135,8 +181,9 @@ def predict_scene(
         progress: show a progress bar.
         checkpoint: where the model came from, recorded in the output's metadata.
 
-    The output has the optical scene's CRS, transform and dtype, the 4 picked bands in the input's
-    band order with their descriptions, units, scales and offsets. Pixels that are no-data in the
+    The output has the optical scene's CRS, transform and dtype, the picked bands (all the model writes)
+    in the input's band order with their descriptions (else the band names the model was trained on), units,
+    scales and offsets. Pixels that are no-data in the
     input, or without SAR (outside its footprint, NaN or no-data), are no-data in the output: marked
     with the input's no-data value if it declares one, else with an internal per-dataset mask (GDAL's
     way; no no-data value is invented, so an input pixel of value 0 stays valid). With a cloud mask,
@@ -152,9 +199,11 @@ def predict_scene(
     uses_sar = model_uses_sar(model)
     if uses_sar and sar is None:
         raise ValueError("this model fuses SAR: give the Sentinel-1 scene (--sar)")
+    values = ModelValues.of(options.data)
+    _check_model_bands(model, values)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        run = _open_run(stack, model, cloudy, sar if uses_sar else None, options)
+        run = _open_run(stack, model, cloudy, sar if uses_sar else None, options, values)
         run.stats.settings = _settings(run, model, (cloudy, sar), options, checkpoint)
         run.write(out, progress, cloudy.name)
     return run.finish(time.perf_counter() - start)
@@ -169,17 +218,49 @@ def _check_output_path(out: Path, inputs: Sequence[str | Path | None], overwrite
             raise ValueError(f"{out}: the output would overwrite an input")
 
 
+def _check_model_bands(model: nn.Module, values: ModelValues) -> None:
+    """Refuse a model whose optical width is not that of the data record it is run with."""
+    if not isinstance(model, CloudRemovalModel):
+        return  # any other module: its output shape is checked per batch
+    spec, n = model.spec, len(values.names)
+    if spec.optical_in != n or spec.optical_out != n:
+        raise ValueError(f"the model reads {spec.optical_in} and writes {spec.optical_out} optical bands, but its data "
+                         f"record says {values.described}; pass the checkpoint's record as PredictOptions(data=...) "
+                         "(m3rcr.models.checkpoint.checkpoint_data)")
+
+
+def _scene_bands(cloudy: Path, bands: str | Sequence[int] | None, values: ModelValues
+                 ) -> str | Sequence[int] | None:
+    """The bands to pick when none are given: those of the model's names in a full 13-band Sentinel-2 scene;
+    a scene with another band count than the model was trained on is a DataError naming both."""
+    if bands is not None or values.names == OPTICAL_BANDS:
+        return bands  # M3R-CR models: parse_bands's own rule and message
+    with open_raster(cloudy, "optical scene") as src:
+        count = src.count
+    if count == len(values.names):
+        return None  # the scene's bands in file order
+    if count == len(S2_BANDS) and set(values.names) <= set(S2_BANDS):
+        return [S2_BANDS.index(name) + 1 for name in values.names]
+    raise DataError(cloudy, f"has {count} band(s), but the model was trained on {values.described}; give a scene "
+                            f"with those bands (a {len(S2_BANDS)}-band Sentinel-2 L1C scene in band order "
+                            f"{', '.join(S2_BANDS)} for SEN12MS-CR models), or say which bands they are with "
+                            f"--bands ({len(values.names)} numbers)")
+
+
 def _open_run(stack: contextlib.ExitStack, model: nn.Module, cloudy: Path, sar: str | Path | None,
-              options: PredictOptions) -> _SceneRun:
+              options: PredictOptions, values: ModelValues) -> _SceneRun:
     """Open the optical scene, the SAR (None: the model does not read it) and the cloud mask."""
     stack.enter_context(bounded_block_cache())
-    optical = stack.enter_context(OpticalScene(cloudy, options.bands, scale=options.scale, offset=options.offset))
+    bands = _scene_bands(cloudy, options.bands, values)
+    optical = stack.enter_context(OpticalScene(cloudy, bands, scale=options.scale, offset=options.offset,
+                                               names=values.names))
     sar_layer = stack.enter_context(SarLayer(sar, optical.grid, bands=options.sar_bands, units=options.sar_units,
-                                             resampling=options.sar_resampling)) if sar is not None else None
+                                             resampling=options.sar_resampling, scale=values.scale_sar)
+                                    ) if sar is not None else None
     mask_layer, mask_covered = None, None
     if options.mask is not None:
         mask_layer, mask_covered = _open_mask(options.mask, optical.grid, stack)
-    run = _SceneRun(optical, sar_layer, mask_layer, options, model_predictor(model, options.precision))
+    run = _SceneRun(optical, sar_layer, mask_layer, options, model_predictor(model, options.precision), values)
     run.stats.mask_covered_fraction = mask_covered
     return run
 
@@ -189,6 +270,7 @@ def _settings(run: _SceneRun, model: nn.Module, inputs: tuple[Path, str | Path |
     """The run's settings, as recorded in the output's metadata and the statistics."""
     (cloudy, sar_path), sar = inputs, run.sar_layer
     return dict(cloudy=str(cloudy), sar=str(sar_path) if sar else None, bands=list(run.optical.bands),
+                band_names=list(run.optical.names), data=dict(options.data) if options.data else None,
                 scale=options.scale, offset=options.offset, sar_units=options.sar_units,
                 sar_bands=list(sar.bands) if sar else None, sar_resampling=options.sar_resampling,
                 mask=str(options.mask) if options.mask else None, tile=options.tile, overlap=options.overlap,
@@ -201,9 +283,11 @@ class _SceneRun:
     """One scene prediction: the open inputs, the tile grid, the output and the running counts."""
 
     def __init__(self, optical: OpticalScene, sar_layer: SarLayer | None, mask_layer: Any,
-                 options: PredictOptions, predict: Any) -> None:
+                 options: PredictOptions, predict: Any, values: ModelValues | None = None) -> None:
         self.optical, self.sar_layer, self.mask_layer = optical, sar_layer, mask_layer
         self.options, self.predict = options, predict
+        self.values = values or ModelValues.of(None)
+        self.n_bands = len(optical.bands)
         self.device = torch.device(options.device)
         self.grid = optical.grid
         self.tiles = PredictionGrid(self.grid.height, self.grid.width, options.tile, options.overlap)
@@ -222,7 +306,7 @@ class _SceneRun:
     def write(self, path: Path, progress: bool, name: str) -> None:
         """Predict every tile and write the cloud-optimized GeoTIFF ``path`` (it appears only when complete)."""
         optical, src = self.optical, self.optical.src
-        spec = RasterSpec(len(OPTICAL_BANDS), src.height, src.width, optical.dtype.name, src.crs, src.transform,
+        spec = RasterSpec(self.n_bands, src.height, src.width, optical.dtype.name, src.crs, src.transform,
                           optical.out_nodata)
         # compression happens once, in the COG copy; floating-point or horizontal-difference predictor
         layout = GeoTiffLayout(cog=True, compress="deflate", predictor=3 if optical.dtype.kind == "f" else 2,
@@ -230,7 +314,7 @@ class _SceneRun:
         with geotiff_writer(path, spec, layout) as self.dst:
             _copy_band_metadata(optical, self.dst)
             self.dst.update_tags(M3RCR_PREDICT=json.dumps({**self.stats.settings, **environment()}))
-            self.blender = Blender(self.tiles, len(OPTICAL_BANDS), self._write_cells)
+            self.blender = Blender(self.tiles, self.n_bands, self._write_cells)
             self.bar = _progress(len(self.tiles), progress, name)
             self._run_tiles()
             self.bar.close()
@@ -270,11 +354,13 @@ class _SceneRun:
 
     def _run_batch(self) -> None:
         batch, stats = self.batch, self.stats
-        x = torch.from_numpy(np.stack([b[1] for b in batch])).to(self.device)
+        unit = self.values.reflectance_per_unit  # reflectance -> the model's optical values (1 but for resnet)
+        x = torch.from_numpy(np.stack([b[1] for b in batch]) / np.float32(unit)).to(self.device)
         s = torch.from_numpy(np.stack([b[2] for b in batch])).to(self.device) if self.sar_layer else None
         y = self.predict({"cloudy": x, "sar": s}).detach().to("cpu", torch.float64).numpy()
-        if y.shape != (len(batch), 4, *batch[0][1].shape[-2:]):
+        if y.shape != (len(batch), self.n_bands, *batch[0][1].shape[-2:]):
             raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        y = self.values.to_reflectance(y)
         for (t, _, _, ok), values in zip(batch, y):
             if not np.isfinite(values).all():
                 stats.nonfinite_tiles += 1  # the blender drops those pixels
@@ -328,7 +414,7 @@ def _open_mask(path: str | Path, grid: Any, stack: contextlib.ExitStack) -> tupl
 def _copy_band_metadata(optical: OpticalScene, dst: Any) -> None:
     src = optical.src
     order = [optical.bands[i] for i in optical.file_order]
-    dst.descriptions = tuple(src.descriptions[b - 1] or OPTICAL_BANDS[optical.bands.index(b)] for b in order)
+    dst.descriptions = tuple(src.descriptions[b - 1] or optical.names[optical.bands.index(b)] for b in order)
     dst.units = tuple(src.units[b - 1] or "" for b in order)
     dst.scales = tuple(src.scales[b - 1] for b in order)
     dst.offsets = tuple(src.offsets[b - 1] for b in order)

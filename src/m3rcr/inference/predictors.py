@@ -9,13 +9,26 @@ from typing import Any
 
 import torch
 
-#: takes a batch (tensors on the device) and returns the (B, 4, H, W) prediction
+#: takes a batch (tensors on the device) and returns the (B, C, H, W) prediction, in the units of its ``cloudy``
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
 
 
 def cloudy_predictor(batch: dict[str, Any]) -> torch.Tensor:
     """The 'method' that returns the cloudy input: the floor every table shows."""
     return batch["cloudy"]
+
+
+def mean_fill_predictor(batch: dict[str, Any]) -> torch.Tensor:
+    """The constant mean fill, a floor that needs no model: every pixel of a band is that band's mean over the
+    cloudy input's clear pixels (cloud mask < 0.5), or over all its pixels where none is clear. Any band count.
+
+    Without cloud masks (SEN12MS-CR with ``--no-cloud-masks``: masks are all 0) it is the whole image's mean."""
+    x = batch["cloudy"].float()
+    clear = (batch["cloudmask"].to(x.device) < 0.5).to(x.dtype).unsqueeze(1)
+    n_clear = clear.flatten(1).sum(1)[:, None]
+    mean_clear = (x * clear).flatten(2).sum(2) / n_clear.clamp(min=1)
+    fill = torch.where(n_clear > 0, mean_clear, x.flatten(2).mean(2))
+    return fill[:, :, None, None].expand_as(x).clone()
 
 
 def model_predictor(model: torch.nn.Module, precision: str = "float32") -> Predictor:

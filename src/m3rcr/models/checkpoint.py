@@ -108,3 +108,79 @@ def _load(path: str | Path, device: str | torch.device | None, task: str) -> Con
         raise DataError(path, f"weights do not fit model {payload['model']!r}: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}")
     return model.to(device or "cpu").eval()
+
+
+def data_record(spec: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint records of the data it was trained on: the dataset's name, its optical and SAR band names
+    and the value convention (``preprocessing`` for SEN12MS-CR), from a :class:`~m3rcr.data.DatasetSpec` and the
+    dataset's options; saved under ``meta["data"]``."""
+    options = options or {}
+    return {"dataset": spec.name, "optical_bands": list(spec.optical_bands), "sar_bands": list(spec.sar_bands),
+            "preprocessing": options.get("preprocessing"), "reflectance_per_unit": float(spec.reflectance_per_unit)}
+
+
+def checkpoint_data(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The data record of a checkpoint read by :func:`read_checkpoint` (None for checkpoints saved before it was
+    recorded, which were all trained on M3R-CR)."""
+    record = payload.get("meta", {}).get("data")
+    return dict(record) if isinstance(record, dict) else None
+
+
+#: M3R-CR's PlanetScope bands and the Sentinel-2 bands that cover the same part of the spectrum: a model trained on
+#: one can be run on the other (SEN12MS-CR with ``bands: rgbn``)
+SENTINEL2_EQUIVALENT = {"blue": "B2", "green": "B3", "red": "B4", "nir": "B8"}
+#: what an M3R-CR model expects of SEN12MS-CR: its 4 bands as reflectance and VV [-25, 0], VH [-32.5, 0] dB to
+#: [0, 1], which is SEN12MS-CR's ``glfcr`` convention
+M3RCR_ON_SEN12MSCR = {"bands": list(SENTINEL2_EQUIVALENT.values()), "preprocessing": "glfcr"}
+
+
+def _m3rcr_record() -> dict[str, Any]:
+    """The record of a checkpoint saved before records were written: all were trained on M3R-CR."""
+    from m3rcr.data.preprocess import OPTICAL_BANDS
+
+    return {"dataset": "m3rcr", "optical_bands": list(OPTICAL_BANDS), "sar_bands": ["VV", "VH"],
+            "preprocessing": None, "reflectance_per_unit": 1.0}
+
+
+def dataset_defaults(record: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
+    """Options of dataset ``dataset`` that give the data a checkpoint of data ``record`` was trained on (the
+    user's own options override them): a SEN12MS-CR checkpoint's bands and preprocessing; an M3R-CR checkpoint's
+    on SEN12MS-CR (:data:`M3RCR_ON_SEN12MSCR`). Nothing for M3R-CR, whose options do not change bands or values."""
+    record = record or _m3rcr_record()
+    if dataset != "sen12mscr":
+        return {}
+    if record.get("dataset") == "sen12mscr":
+        out: dict[str, Any] = {"bands": list(record["optical_bands"])}
+        out["preprocessing"] = record.get("preprocessing") or "default"
+        return out
+    if record.get("dataset") == "m3rcr":
+        return dict(M3RCR_ON_SEN12MSCR)
+    return {}
+
+
+def check_data_fits(record: dict[str, Any] | None, spec: Any, where: str | Path,
+                    preprocessing: str | None = None) -> None:
+    """Refuse data whose band layout or value convention is not what the checkpoint at ``where`` was trained on:
+    a DataError naming both (e.g. a 13-band SEN12MS-CR model on 4-band M3R-CR tiles). ``record`` None (an older
+    checkpoint) is taken as M3R-CR's. M3R-CR's bands match their Sentinel-2 equivalents
+    (:data:`SENTINEL2_EQUIVALENT`) under SEN12MS-CR's ``glfcr`` preprocessing."""
+    record = record or _m3rcr_record()
+    trained, given = list(record.get("optical_bands", [])), list(spec.optical_bands)
+    named = ", ".join(trained)
+    if record.get("dataset") == "m3rcr" and spec.name == "sen12mscr":
+        trained = [SENTINEL2_EQUIVALENT.get(b, b) for b in trained]
+        named += f" (Sentinel-2 {', '.join(trained)})"
+    if trained != given:
+        advice = ("pick the same bands (SEN12MS-CR: --bands) or use a checkpoint trained on this band layout"
+                  if record.get("dataset") == spec.name or spec.name == "sen12mscr"
+                  else f"is the data {record.get('dataset')} (--dataset {record.get('dataset')})?")
+        raise DataError(where, f"was trained on {record.get('dataset')} with optical bands {named}, "
+                               f"but the data ({spec.name}) has {', '.join(given)}; {advice}")
+    wanted = record.get("preprocessing")
+    if record.get("dataset") == "m3rcr" and spec.name == "sen12mscr":
+        wanted = M3RCR_ON_SEN12MSCR["preprocessing"]
+    elif record.get("dataset") == "sen12mscr" and wanted is None:
+        wanted = "default"  # a record written before the default was recorded
+    if wanted is not None and preprocessing is not None and wanted != preprocessing:
+        raise DataError(where, f"was trained with preprocessing {wanted!r}, but the data is scaled with "
+                               f"{preprocessing!r}; leave --preprocessing out to use the checkpoint's")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from m3rcr.reports.evaluation import PROTOCOL_COLUMNS
 from m3rcr.reports.html import (
     Figure,
     evaluation_provenance,
@@ -14,6 +15,7 @@ from m3rcr.reports.html import (
     table_from_files,
     write_html_report,
 )
+from m3rcr.reports.tables import cell
 from m3rcr.utils.provenance import environment
 
 #: The paper's Table V (thop counts on an RTX 3090), for comparison.
@@ -24,16 +26,44 @@ COMPLEXITY_TITLE = ("Complexity (Table V)\n\nParameters and MACs counted with Py
                     "paper's figures come from thop on an RTX 3090.")
 
 
-def table_complexity(entries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Table V: parameters, MACs, latency per method, beside the paper's figures."""
-    header = ["Method", "Parameters", "GMACs", "FLOPs (G)", "Latency (ms)", "Device", "Paper: params / FLOPs / time"]
+def table_complexity(entries: dict[str, dict[str, Any]], paper: Mapping[str, Sequence[str]] | None = PAPER_TABLE_V
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Table V: parameters, MACs, latency per method, beside the ``paper``'s figures (None: no such column, e.g.
+    on SEN12MS-CR, where the M3R-CR paper's figures do not apply)."""
+    header = ["Method", "Parameters", "GMACs", "FLOPs (G)", "Latency (ms)", "Device"]
+    header += [] if paper is None else ["Paper: params / FLOPs / time"]
     rows = []
     for method, c in entries.items():
-        paper = PAPER_TABLE_V.get(c.get("registry_name") or "")
-        rows.append([method, f"{c['parameters']:,}", f"{c['macs'] / 1e9:.2f}", f"{c['flops'] / 1e9:.2f}",
-                     "-" if c.get("latency_ms") is None else f"{c['latency_ms']:.1f}",
-                     f"{c['device']}, {c['dtype']}, {c['threads']} threads, {c['input_size'][0]}x{c['input_size'][1]}",
-                     " / ".join(paper) if paper else "-"])
+        row = [method, f"{c['parameters']:,}", f"{c['macs'] / 1e9:.2f}", f"{c['flops'] / 1e9:.2f}",
+               "-" if c.get("latency_ms") is None else f"{c['latency_ms']:.1f}",
+               f"{c['device']}, {c['dtype']}, {c['threads']} threads, {c['input_size'][0]}x{c['input_size'][1]}"]
+        if paper is not None:
+            figures = paper.get(c.get("registry_name") or "")
+            row.append(" / ".join(figures) if figures else "-")
+        rows.append(row)
+    return header, rows
+
+
+#: published metrics (keys of a benchmark's ``published`` rows) -> the protocol metric of the same name
+PUBLISHED_KEYS = {"rmse": None, "psnr": "PSNR", "mae": "MAE", "sam": "SAM", "ssim": "SSIM"}
+
+
+def table_vs_published(ours: Mapping[str, Mapping[str, Any]], published: Sequence[Mapping[str, Any]],
+                       ours_label: str = "ours (this run)", published_label: str = "published (not run here)"
+                       ) -> tuple[list[str], list[list[str]]]:
+    """Our overall scores under a per-image protocol (SEN12MS-CR's; mean ± std over seeds) and, below them, the
+    ``published`` rows (method, MAE, SAM, PSNR, SSIM, source; no RMSE), the first column saying which block a
+    row belongs to. Published values keep the decimals of our columns."""
+    header = ["Rows", "Method", "Images", *(title for _, title, _, _ in PROTOCOL_COLUMNS), "Source"]
+    rows = [[ours_label, method, str(summary["overall"].get("images", 0)),
+             *(cell(summary, ("overall", k), s, d) for k, _, s, d in PROTOCOL_COLUMNS), "this run"]
+            for method, summary in ours.items()]
+    for row in published:
+        values = []
+        for k, _, scale, decimals in PROTOCOL_COLUMNS:
+            key = PUBLISHED_KEYS.get(k)
+            values.append("-" if key is None or row.get(key) is None else f"{row[key] * scale:.{decimals}f}")
+        rows.append([published_label, str(row["method"]), "-", *values, str(row["source"])])
     return header, rows
 
 

@@ -10,7 +10,7 @@ of :mod:`m3rcr.data.plot` (one stretch per sample, set by its observed images at
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,18 +154,52 @@ def _keep_method(prediction: Sequence[Any], samples: Sequence[Mapping[str, Any]]
 
 
 def sample_title(sample: Mapping[str, Any]) -> str:
-    """'name, NN % cloud' of a sample (or of a kept figure sample)."""
-    return f"{sample['name']}, {100 * float(sample['cloud_cover']):.0f} % cloud"
+    """'name, NN % cloud' of a sample (or of a kept figure sample); 'name, cloud cover unknown' without one
+    (NaN: SEN12MS-CR without cloud masks)."""
+    cover = float(sample["cloud_cover"])
+    if math.isnan(cover):
+        return f"{sample['name']}, cloud cover unknown"
+    return f"{sample['name']}, {100 * cover:.0f} % cloud"
+
+
+def _array(x: Any) -> np.ndarray:
+    return x.detach().to("cpu", torch.float32).numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+
+
+def _rgb_painter(sample: Mapping[str, Any], stretch: Stretch, spec: Any | None) -> Callable[[Any], np.ndarray]:
+    """The function that turns an image of ``sample``'s figure row into a display RGB: M3R-CR's (B, G, R, NIR)
+    bands without ``spec``; with it, the bands ``spec.rgb`` converted to reflectance by
+    ``spec.reflectance_per_unit``. The stretch is set by the sample's cloudy image at its clear pixels and its
+    reference (:mod:`m3rcr.data.plot`)."""
+    rgb = {} if spec is None else {"rgb": spec.rgb_indices(), "scale": float(spec.reflectance_per_unit)}
+    limits = stretch_limits([(sample["cloudy"], sample.get("cloudmask")), (sample["cloudfree"], None)], stretch,
+                            **rgb)
+    return lambda image: rgb_composite(image, limits, **rgb)
+
+
+def _show_sar(ax: Any, sar: Any, spec: Any | None) -> None:
+    """SAR VV in grey: on its [0, 1] scale (M3R-CR), or, with a ``spec``, under its own 2nd-98th percentile
+    stretch (the SAR scale depends on the dataset's preprocessing, e.g. [0, 2] for SEN12MS-CR's resnet)."""
+    if spec is None:
+        ax.imshow(np.asarray(sar[0]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        return
+    vv = _array(sar)[0]
+    finite = vv[np.isfinite(vv)]
+    lo, hi = (float(np.percentile(finite, 2)), float(np.percentile(finite, 98))) if finite.size else (0.0, 1.0)
+    ax.imshow(vv, cmap="gray", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")
 
 
 def qualitative_grid(samples: Sequence[Mapping[str, Any]], predictions: Mapping[str, Sequence[Any]],
-                     stretch: Stretch = "percentile") -> Figure:
+                     stretch: Stretch = "percentile", spec: Any | None = None) -> Figure:
     """Per sample: cloudy, cloud-free reference, SAR VV and each method's prediction, wrapped into rows
     that fit :data:`MAX_WIDTH_PX`.
 
     All RGB panels of a sample share one stretch, set by its cloudy image at its clear pixels and its
     reference (:func:`m3rcr.data.plot.stretch_limits`); predictions are drawn on it. A method named
     'cloudy' whose predictions are the cloudy inputs is left out: the first column shows them.
+    Images hold M3R-CR's 4 bands on the [0, 1] scale, or, with a dataset ``spec``
+    (:class:`~m3rcr.data.DatasetSpec`), its optical bands: true colour from ``spec.rgb`` (SEN12MS-CR: B4, B3, B2)
+    in reflectance (``spec.reflectance_per_unit``).
     """
     methods = [m for m in predictions
                if m.strip().lower() != "cloudy" or _keep_method(predictions[m], samples)]
@@ -176,15 +210,14 @@ def qualitative_grid(samples: Sequence[Mapping[str, Any]], predictions: Mapping[
     fig = Figure(figsize=(panel * per_row + 0.6, (panel * rows + 0.35) * len(samples)), layout="constrained")
     subfigs = fig.subfigures(len(samples), 1, squeeze=False)[:, 0]
     for r, (sample, sub) in enumerate(zip(samples, subfigs)):
-        limits = stretch_limits([(sample["cloudy"], sample.get("cloudmask")), (sample["cloudfree"], None)], stretch)
+        paint = _rgb_painter(sample, stretch, spec)
         for c, ax in enumerate(image_axes(sub, len(cols), panel)):
             if c == 2:
-                sar = sample["sar"]
-                ax.imshow(np.asarray(sar[0]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                _show_sar(ax, sample["sar"], spec)
             else:
                 image = {0: sample["cloudy"], 1: sample["cloudfree"]}.get(c)
                 image = predictions[cols[c]][r] if image is None else image
-                ax.imshow(rgb_composite(image, limits), interpolation="nearest")
+                ax.imshow(paint(image), interpolation="nearest")
             ax.set_title(cols[c], fontsize=9)
         sub.suptitle(sample_title(sample), fontsize=10, x=0.01, ha="left")
     return fig

@@ -23,11 +23,16 @@ class ExportCheckpoints(Callback):
     """Write ``last.ckpt`` after every epoch and ``best.ckpt`` on the best ``monitor`` value (the last
     epoch's model when there is no validation), in the m3rcr checkpoint format (model name,
     configuration and weights; ``m3rcr.load_model`` reads them).
+
+    ``data``: what the model was trained on (:func:`m3rcr.models.checkpoint.data_record`), saved as
+    ``meta["data"]`` so that evaluation and scene prediction read bands and scaling from the checkpoint.
     """
 
-    def __init__(self, dirpath: str | Path, monitor: str = "val/psnr", mode: str = "max") -> None:
+    def __init__(self, dirpath: str | Path, monitor: str = "val/psnr", mode: str = "max",
+                 data: dict[str, Any] | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.monitor, self.mode = monitor, mode
+        self.data = dict(data) if data is not None else None
         self.best: float | None = None
 
     def _better(self, value: float) -> bool:
@@ -40,7 +45,9 @@ class ExportCheckpoints(Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if not trainer.is_global_zero:
             return
-        extra = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        extra: dict[str, Any] = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        if self.data is not None:
+            extra["data"] = self.data
         save_checkpoint(pl_module.net, self.dirpath / "last.ckpt", extra=extra)
         if value is None:  # no validation data: the latest model is the best we know
             save_checkpoint(pl_module.net, self.dirpath / "best.ckpt", extra={**extra, "best_by": "last epoch"})

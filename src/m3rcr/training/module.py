@@ -44,7 +44,13 @@ def generator_loss(adversarial: torch.Tensor, reconstruction: torch.Tensor, atte
 
 class _ImageToImage(L.LightningModule):
     """What both trainers share: the network, the reconstruction loss, the optimiser and schedule settings,
-    prediction and validation."""
+    prediction and validation.
+
+    ``reflectance_per_unit`` (set by the run from the data, e.g. 0.2 for SEN12MS-CR's ``resnet`` scaling) turns
+    the network's values into reflectance for the validation PSNR and MAE, so they read as in evaluation.
+    """
+
+    reflectance_per_unit: float = 1.0
 
     def __init__(self, model: Component, loss: Component, optim: OptimConfig, schedule: ScheduleConfig) -> None:
         super().__init__()
@@ -66,9 +72,10 @@ class _ImageToImage(L.LightningModule):
         ref = batch["cloudfree"]
         n = len(ref)
         self.log("val/loss", self._reconstruction(pred, batch), on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("val/psnr", psnr(pred.float(), ref.float()).mean(), prog_bar=True, on_epoch=True, batch_size=n,
-                 sync_dist=True)
-        self.log("val/mae", mae(pred.float(), ref.float()).mean(), on_epoch=True, batch_size=n, sync_dist=True)
+        unit = self.reflectance_per_unit
+        pred, ref = pred.float() * unit, ref.float() * unit
+        self.log("val/psnr", psnr(pred, ref).mean(), prog_bar=True, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("val/mae", mae(pred, ref).mean(), on_epoch=True, batch_size=n, sync_dist=True)
 
 
 class CloudRemovalModule(_ImageToImage):

@@ -3,6 +3,8 @@
 A run folder holds::
 
     RUN/config.yaml           the resolved configuration
+    RUN/data.json             what the model is trained on: dataset, band names, preprocessing (as the
+                              checkpoints' meta["data"]; cloud-removal runs)
     RUN/environment.json      versions, git commit, command line, host, start time (one entry per start)
     RUN/checkpoints/last.ckpt, best.ckpt   the model in the m3rcr checkpoint format (m3rcr.load_model)
     RUN/state/last.ckpt       the full training state for --resume (weights, optimiser, scheduler,
@@ -30,9 +32,10 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from m3rcr.data import DataOptions
 from m3rcr.data.datamodule import CloudRemovalDataModule
-from m3rcr.data.datasets import DatasetSpec
+from m3rcr.data.datasets import DATASETS, DatasetSpec
 from m3rcr.errors import DataError
 from m3rcr.models.base import ModelSpec
+from m3rcr.models.checkpoint import data_record
 from m3rcr.training.callbacks import (
     ExportCheckpoints,
     ProgressLog,
@@ -106,10 +109,13 @@ class ResumableCSVLogger(CSVLogger):
 
 
 @rank_zero_only
-def _record(run_dir: Path, config: dict[str, Any]) -> None:
+def _record(run_dir: Path, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(dump(config))
+    if data is not None:
+        with atomic_path(run_dir / "data.json") as tmp:
+            tmp.write_text(json.dumps(data, indent=1))
     env_file = run_dir / "environment.json"
     history = json.loads(env_file.read_text()) if env_file.is_file() else []
     history.append(environment())
@@ -117,7 +123,8 @@ def _record(run_dir: Path, config: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(history, indent=1))
 
 
-def _trainer(cfg: TrainConfig, run_dir: Path, strategy: Any = None, resume: bool = False) -> L.Trainer:
+def _trainer(cfg: TrainConfig, run_dir: Path, strategy: Any = None, resume: bool = False,
+             data: dict[str, Any] | None = None) -> L.Trainer:
     tcfg = dict(cfg.trainer)
     if cfg.gan is not None:
         tcfg.pop("gradient_clip_val", None)  # manual optimisation: the GAN module clips itself
@@ -125,7 +132,7 @@ def _trainer(cfg: TrainConfig, run_dir: Path, strategy: Any = None, resume: bool
         tcfg["strategy"] = strategy
     state = SaveTrainingState(run_dir / STATE, cfg.run.checkpoint_every_n_steps)
     monitor = "val/miou" if cfg.task == "segmentation" else "val/psnr"
-    callbacks = [state, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor), RNGState(),
+    callbacks = [state, ExportCheckpoints(run_dir / "checkpoints", monitor=monitor, data=data), RNGState(),
                  LearningRateMonitor(logging_interval="epoch"), TrainingCurves(run_dir / "training_curves.png")]
     stop = cfg.run.early_stopping
     if stop is not None:
@@ -166,6 +173,28 @@ def _data_options(cfg: TrainConfig) -> DataOptions:
     return DataOptions.from_section({**cfg.data, "seed": cfg.seed})
 
 
+def data_of(options: DataOptions) -> tuple[DatasetSpec, dict[str, Any] | None]:
+    """The spec of the items the data options give (band names and roles after the dataset's own options, e.g.
+    SEN12MS-CR's ``bands``) and what a checkpoint records of them (:func:`~m3rcr.models.checkpoint.data_record`,
+    with the value convention the dataset applies, its default included), from a dataset of no files: nothing is
+    read."""
+    try:
+        dataset = DATASETS.build(options.name, root=options.root, split=options.splits.train_split, files=[],
+                                 **options.dataset)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data: {exc}") from None
+    return dataset.spec, data_record(dataset.spec, {"preprocessing": getattr(dataset, "preprocessing", None)})
+
+
+def run_data_record(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What a cloud-removal run's checkpoints record of its data (:func:`m3rcr.models.checkpoint.data_record`);
+    None for segmentation runs."""
+    cfg = parse_config(config)
+    if cfg.task == "segmentation":
+        return None
+    return data_of(_data_options(cfg))[1]
+
+
 def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_data: bool = False
           ) -> tuple[L.Trainer, TrainingModule, CloudRemovalDataModule]:
     """Trainer, module and data for a configuration (``resume``: continuing the run in ``run_dir``).
@@ -178,14 +207,17 @@ def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_dat
     options = _data_options(cfg)
     batch = options.batching.batch_size
     datamodule = CloudRemovalDataModule(options)
-    if cfg.task != "segmentation":
-        check_bands(module.net.spec, datamodule.dataset_class.spec)
+    record = None
+    if not isinstance(module, SegmentationModule):  # a cloud-removal run
+        spec, record = data_of(options)
+        check_bands(module.net.spec, spec, cfg.model.name)
+        module.reflectance_per_unit = spec.reflectance_per_unit  # validation metrics on reflectance
     if setup_data:
         datamodule.setup("fit")  # bad data fails here, before anything is written to the run folder
-    trainer = _trainer(cfg, run_dir, resume=resume)
+    trainer = _trainer(cfg, run_dir, resume=resume, data=record)
     if trainer.world_size > 1 and cfg.trainer.get("strategy") in ("auto", "ddp", None):
         # Align-CR's last SAR update feeds nothing (as in the authors' network): DDP must allow it
-        trainer = _trainer(cfg, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume)
+        trainer = _trainer(cfg, run_dir, DDPStrategy(find_unused_parameters=True), resume=resume, data=record)
     if batch % trainer.world_size:
         raise ConfigError(f"data.batch_size {batch} (the global batch) does not split over {trainer.world_size} "
                           f"processes")
@@ -198,23 +230,34 @@ def build(config: dict[str, Any], run_dir: Path, resume: bool = False, setup_dat
     return trainer, module, datamodule
 
 
-def check_bands(model: ModelSpec, data: DatasetSpec) -> None:
-    """Refuse a model whose input bands are not the dataset's (a 4-band model on 13-band data, say)."""
+def check_bands(model: ModelSpec, data: DatasetSpec, name: str = "model") -> None:
+    """Refuse a model whose input bands are not the dataset's (a 4-band model on 13-band data, say); ``data`` is
+    the spec of the items as configured (SEN12MS-CR's picked ``bands``), ``name`` the model's, for the message."""
     optical, sar = len(data.optical_bands), len(data.sar_bands)
     if model.optical_in != optical or model.optical_out != optical:
-        raise ConfigError(f"model: reads {model.optical_in} and writes {model.optical_out} optical bands, but dataset "
-                          f"{data.name!r} has {optical} ({', '.join(data.optical_bands)}); set model.config so that "
-                          "they match")
+        hint = (f"set model.config.in_channels and out_channels to {optical}"
+                + (" (configs/sen12mscr/ holds 13-band configurations)" if data.name == "sen12mscr" and optical == 13
+                   else "")
+                + (f", or pick {model.optical_in} bands with data.bands" if _takes_bands(data.name) else ""))
+        raise ConfigError(f"model: {name} reads {model.optical_in} and writes {model.optical_out} optical bands, but "
+                          f"dataset {data.name!r} has {optical} ({', '.join(data.optical_bands)}); {hint}")
     if model.uses_sar and model.sar_bands != sar:
         raise ConfigError(f"model: fuses {model.sar_bands} SAR bands, but dataset {data.name!r} has {sar} "
                           f"({', '.join(data.sar_bands)})")
 
 
+def _takes_bands(dataset: str) -> bool:
+    """Whether a registered dataset picks its optical bands by option (SEN12MS-CR's ``bands``)."""
+    return dataset in DATASETS and "bands" in DATASETS.entry(dataset).parameters()
+
+
 def check_data_root(config: dict[str, Any]) -> None:
     """Refuse a ``data.root`` that is not a folder, naming the setting (the default is a placeholder)."""
-    root = Path(DataOptions.from_section(config["data"]).root)
+    options = DataOptions.from_section(config["data"])
+    root = Path(options.root)
     if not root.is_dir():
-        raise DataError(root, "no such dataset folder; set data.root=PATH (a folder with train/ and train.csv)")
+        what = "a folder with train/ and train.csv" if options.name == "m3rcr" else f"the {options.name} dataset folder"
+        raise DataError(root, f"no such dataset folder; set data.root=PATH ({what})")
 
 
 def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = None,
@@ -245,6 +288,7 @@ def train(config: dict[str, Any] | None = None, *, resume: str | Path | None = N
     check_data_root(config)
     L.seed_everything(config["seed"], workers=True, verbose=False)
     trainer, module, datamodule = build(config, run_dir, resume=ckpt_path is not None, setup_data=True)
-    _record(run_dir, config)
+    exports = [c for c in trainer.callbacks if isinstance(c, ExportCheckpoints)]
+    _record(run_dir, config, exports[0].data if exports else None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     return run_dir

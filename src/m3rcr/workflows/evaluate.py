@@ -8,6 +8,11 @@ An evaluation folder holds::
     fig_metrics_by_cloud_cover.png   Fig. 5 layout
     fig_qualitative.png     Fig. 4 layout for the chosen samples
     predictions/NAME.tif    (with save_predictions) uint16 reflectance x 10000 on the input's grid
+
+A dataset scored under another protocol (SEN12MS-CR, ``spec.protocol == "sen12mscr"``) gets that protocol's
+metrics.json (``overall``, ``per_bin``, ``unbinned``, ``per_image``), tables.md with table_overall and
+table_per_bin, the metrics by cloud cover (when images have a cloud cover) and the qualitative figure in true
+colour (B4, B3, B2); predictions hold all its optical bands.
 """
 
 from __future__ import annotations
@@ -15,14 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from m3rcr.data import M3RCRDataset
+from m3rcr.data import CloudRemovalDataset
 from m3rcr.evaluation.evaluate import EvalOptions, evaluate_into
 from m3rcr.inference.predictors import Predictor
-from m3rcr.reports.evaluation import write_qualitative, write_tables
+from m3rcr.reports.evaluation import write_report
 from m3rcr.utils.files import atomic_dir, check_output, refuse_replacing
 
 
-def evaluate(predict: Predictor, dataset: M3RCRDataset, out: str | Path, method: str,
+def evaluate(predict: Predictor, dataset: CloudRemovalDataset, out: str | Path, method: str,
              options: EvalOptions | None = None, *, overwrite: bool = False) -> dict[str, Any]:
     """Score ``predict`` on every sample of ``dataset`` and write the evaluation folder ``out``: the results
     (:func:`m3rcr.evaluation.evaluate.evaluate_into`), their tables and figures; return the summary.
@@ -38,7 +43,5 @@ def evaluate(predict: Predictor, dataset: M3RCRDataset, out: str | Path, method:
                      owned=lambda d: (d / "metrics.json").is_file(), kind="evaluation (metrics.json)")
     with atomic_dir(final) as tmp:
         result = evaluate_into(predict, dataset, tmp, method, options)
-        hist = {method: result.ndvi_hist} if result.ndvi_hist is not None else None
-        write_tables(tmp, {method: result.summary}, hist)
-        write_qualitative(tmp, result.samples, {method: result.predictions}, options.stretch)
+        write_report(tmp, result, options.stretch, spec=dataset.spec)
     return result.summary

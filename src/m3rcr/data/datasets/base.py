@@ -67,6 +67,10 @@ class DatasetSpec:
         landcover_classes: class names of the land-cover ids the items carry (level 1 for M3R-CR).
         optical_scale: raw optical DN per unit reflectance (10000 for PlanetScope and Sentinel-2 L1C).
         sar_db_range: per SAR band, the dB range mapped onto [0, 1].
+        reflectance_per_unit: reflectance of one unit of the optical arrays the items carry (1 when they hold
+            reflectance; 0.2 for SEN12MS-CR's ``resnet`` scaling to [0, 5]). Metrics and written predictions
+            convert with it.
+        protocol: the metric protocol the dataset is scored with (:mod:`m3rcr.evaluation.protocols`).
     """
 
     name: str
@@ -76,6 +80,8 @@ class DatasetSpec:
     landcover_classes: tuple[str, ...]
     optical_scale: float
     sar_db_range: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    reflectance_per_unit: float = 1.0
+    protocol: str = "m3rcr"
 
     def group(self, role: Role) -> BandGroup:
         """The modality with this role."""
@@ -181,8 +187,11 @@ class CloudRemovalDataset(Dataset, ABC):
 
     @classmethod
     @abstractmethod
-    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None) -> list[Any]:
-        """The items of a split as file records (nothing is read), in dataset order; what ``files`` takes."""
+    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None, **options: Any) -> list[Any]:
+        """The items of a split as file records (no pixel is read), in dataset order; what ``files`` takes.
+
+        ``options`` are the dataset's own constructor arguments (the DataModule passes its ``data`` section's);
+        a dataset uses those that change what a split holds (SEN12MS-CR's ``layout``) and ignores the rest."""
 
     @classmethod
     @abstractmethod

@@ -164,7 +164,8 @@ class M3RCRDataset(CloudRemovalDataset):
                 f"sar_mode={self.sar_mode!r}, landcover_mode={self.landcover_mode!r}, sampling={self.sampling})")
 
     @classmethod
-    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None) -> list[SampleFiles]:
+    def list_files(cls, root: str | Path, split: str, csv: str | Path | None = None, **options: Any
+                   ) -> list[SampleFiles]:
         """The split's samples from ``ROOT/<split>.csv`` (or ``csv``), or from scanning ``ROOT/<split>/``."""
         return list_split(root, split, csv)
 

@@ -1,5 +1,6 @@
-"""SEN12MS-CR files: layouts and pairing (:mod:`.layout`), the published split (:mod:`.splits`) and header
-checks (:mod:`.checks`, which loads rasterio on first use)."""
+"""SEN12MS-CR files: layouts and pairing (:mod:`.layout`), the published split (:mod:`.splits`), header checks
+(:mod:`.checks`, which loads rasterio on first use), value conventions (:mod:`.preprocess`) and s2cloudless cloud
+masks (:mod:`.masks`)."""
 
 from typing import Any
 
@@ -22,7 +23,8 @@ from m3rcr.data.sen12mscr.splits import (
     split_table,
 )
 
-__all__ = ["Listing", "Overlap", "Triplet", "Unpaired", "check_triplet", "detect_layout", "flat_variant",
+__all__ = ["MASK_SETTINGS", "CloudMasker", "Listing", "Overlap", "Triplet", "Unpaired", "check_triplet",
+           "default_cache_dir", "detect_layout", "flat_variant",
            "list_flat", "list_official", "list_triplets", "reference_overlap", "reference_splits_of",
            "select",
            "split_of", "split_table"]
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from m3rcr.data.sen12mscr.checks import check_triplet
 
         return check_triplet
+    if name in ("CloudMasker", "MASK_SETTINGS", "default_cache_dir"):
+        from m3rcr.data.sen12mscr import masks
+
+        return getattr(masks, name)
     raise AttributeError(f"module 'm3rcr.data.sen12mscr' has no attribute {name!r}")
