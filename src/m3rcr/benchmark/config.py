@@ -96,16 +96,28 @@ def _check_data(data: Any, path: Path) -> None:
                           f"for dataset {dataset!r}; keys: {', '.join(sorted(DATA_KEYS[dataset]))}")
     if data.get("split", "test") not in ("train", "val", "test", "all") and dataset == "sen12mscr":
         raise ConfigError(f"{path}: data.split must be train, val, test or all for sen12mscr")
+    crop = data.get("crop")
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop < 1):
+        raise ConfigError(f"{path}: data.crop must be a positive whole number of pixels or null, got {crop!r}")
     if dataset == "sen12mscr":
-        if data.get("cloud_masks", "s2cloudless") not in ("s2cloudless", "none"):
-            raise ConfigError(f"{path}: data.cloud_masks must be 's2cloudless' or 'none'")
-        if not isinstance(data.get("reference_compatible", False), bool):
-            raise ConfigError(f"{path}: data.reference_compatible must be true or false")
+        _check_dataset_options(data, path)
         if data.get("synth"):
             try:
                 sen12mscr_synth_config(data["synth"])
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{path}: data.synth: {exc}") from None
+
+
+def _check_dataset_options(data: dict[str, Any], path: Path) -> None:
+    """The dataset's own options of the data section, checked by the dataset's constructor on no files."""
+    from m3rcr.data.datasets import DATASETS
+
+    keys = set(DATASETS.entry(data["dataset"]).parameters()) - {"root", "split", "files", "sampling"}
+    options = {k: v for k, v in data.items() if k in keys}
+    try:
+        DATASETS.build(data["dataset"], root=data.get("root") or ".", split="all", files=[], **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: data: {exc}") from None
 
 
 def sen12mscr_synth_config(synth: dict[str, Any]) -> Any:

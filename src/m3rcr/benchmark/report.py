@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from m3rcr.benchmark.config import semantic_source, slug, step_name
-from m3rcr.data.sen12mscr.layout import detect_layout
+from m3rcr.data.sen12mscr.layout import detect_layout, list_triplets
+from m3rcr.data.sen12mscr.splits import split_table
 from m3rcr.errors import DataError
 from m3rcr.evaluation.aggregate import aggregate
 from m3rcr.evaluation.compare import load_comparison
@@ -107,19 +108,29 @@ def published_label(rows: list[dict[str, Any]]) -> str:
     return f"published ({'; '.join(sources)}; {'; '.join(splits)}; not run here)"
 
 
-def split_rule(bench: BenchmarkState, layout: str | None) -> str:
+def _split_csv(bench: BenchmarkState) -> Path | None:
+    """The flat layout's split CSV that picks our split, as the dataset finds it (None: the published split)."""
+    try:
+        listing = list_triplets(bench.root, bench.dataset_options.get("layout"))
+    except DataError:  # no dataset there yet
+        return None
+    return listing.csv_file if listing.csv_splits else None
+
+
+def split_rule(bench: BenchmarkState) -> str:
     """Which rule picked the images of our split (SEN12MS-CR)."""
-    if layout == "flat" and any(bench.root.glob("*.csv")):
-        return "the flat layout's split CSV"
+    csv_file = _split_csv(bench)
+    if csv_file is not None:
+        return f"the flat layout's split CSV {csv_file}"
     if bench.dataset_options.get("reference_compatible"):
         return ("the reference loader's substring rule (reference_compatible: true), as the published rows; it also "
                 "puts patches of 6 of the 10 test ROIs into train")
     return "the published ROI lists matched exactly (reference_compatible: false)"
 
 
-def comparability(bench: BenchmarkState, first: dict[str, Any]) -> tuple[list[str], bool]:
+def comparability(bench: BenchmarkState) -> tuple[list[str], bool]:
     """Notes on what separates our SEN12MS-CR numbers from the published ones, and whether they compare at all
-    (real data, the test split, whole patches, all 13 bands); ``first`` is an evaluation's metrics.json."""
+    (real data, the whole published test split, whole patches, all 13 bands)."""
     notes, comparable = [], True
     if (bench.root / "synthetic.json").is_file():
         comparable = False
@@ -128,14 +139,25 @@ def comparability(bench: BenchmarkState, first: dict[str, Any]) -> tuple[list[st
     if bench.split != "test":
         comparable = False
         notes.append(f"We scored split {bench.split!r}; the published rows are on the test split.")
+    csv_file = _split_csv(bench)
+    if csv_file is not None:
+        comparable = False
+        notes.append(f"Our split comes from the flat layout's CSV {csv_file}, not from the published ROI lists.")
+    elif bench.split == "test":
+        wanted = set(split_table()["test"])
+        present = {t.roi_folder for t in bench.scored_dataset().samples} & wanted
+        if present != wanted:
+            comparable = False
+            notes.append(f"Our test split holds patches of {len(present)} of the {len(wanted)} published test ROIs; "
+                         "the published rows are on all of them.")
     if bench.crop:
         comparable = False
         notes.append(f"We scored centred {bench.crop} x {bench.crop} crops; the published rows whole 256 x 256 patches.")
     if len(bench.bands()) != 13:
         comparable = False
         notes.append(f"We scored {len(bench.bands())} bands; the published rows all 13.")
-    rule = split_rule(bench, first.get("layout"))
-    if bench.dataset_options.get("reference_compatible"):
+    rule = split_rule(bench)
+    if bench.dataset_options.get("reference_compatible") or csv_file is not None:
         notes.append(f"Split rule of our numbers: {rule}.")
     else:
         notes.append(f"Split rule of our numbers: {rule}. The published rows come from the reference loader, whose "
@@ -154,7 +176,8 @@ def _protocol_figure(report: _Report, bench: BenchmarkState, groups: dict[str, l
     with open(next(iter(preds.values())).parent / "metrics.csv", newline="") as fh:
         covers = [(row["name"], float(row["cloud_cover"] or "nan")) for row in csv.DictReader(fh)]
     common = [(n, c) for n, c in covers if all((p / f"{n}.tif").is_file() for p in preds.values())]
-    ds = bench.scored_dataset()
+    ds = bench.scored_dataset(  # the files hold reflectance
+        {"dataset": "sen12mscr", "preprocessing": "default", "optical_bands": bench.bands()})
     index = {n: i for i, n in enumerate(ds.names)}
     picked = [n for n in spread_over_bins(common, bench.figure_count) if n in index]
     predictions = {m: [read_prediction(p / f"{n}.tif") for n in picked] for m, p in preds.items()}
@@ -173,11 +196,11 @@ def _protocol_section(report: _Report, groups: dict[str, list[Path]], bench: Ben
     write_protocol_tables(out, results, bench.dataset)
     keep = ("overall", "per_bin", "unbinned", "images", "runs", "std")
     report.results["image"] = {m: {k: results[m][k] for k in keep if k in results[m]} for m in groups}
-    notes, comparable = comparability(bench, results[next(iter(groups))])
+    notes, comparable = comparability(bench)
     published = bench.config.get("published") or []
     report.results.update(published=published, comparable=comparable, comparability=notes)
     report.notes += [("Our rows compare with the published rows in data and protocol." if comparable else
-                      "Our rows are NOT comparable with the published rows (different data)."), *notes]
+                      "Our rows are NOT comparable with the published rows (see why below)."), *notes]
     title = DATASET_TITLES.get(bench.dataset, bench.dataset)
     report.sections += [f"## Image reconstruction ({title} protocol)", "",
                         ("Per image over all bands and pixels on the [0, 1] reflectance scale, no cloud mask: RMSE, "
@@ -189,7 +212,7 @@ def _protocol_section(report: _Report, groups: dict[str, list[Path]], bench: Ben
                     f"{label}", *table_vs_published(results, published, OUR_ROWS, PUBLISHED_ROWS))
         report.tables.append("table_vs_published")
         verdict = ("**Comparable in data and protocol**" if comparable else
-                   "**Not comparable: our rows and the published rows are on different data**")
+                   "**Not comparable: our rows and the published rows are not scored on the same images**")
         report.sections += ["### Ours beside the published numbers", "",
                             (f"Rows '{OUR_ROWS}': computed by this benchmark. Rows '{PUBLISHED_ROWS}': {label}, "
                              "copied from the configuration's `published` section (no RMSE published)."), "",
@@ -273,7 +296,7 @@ def _data_line(bench: BenchmarkState) -> str:
     what = [w for w in ("synthetic" if (bench.root / "synthetic.json").is_file() else "",
                         f"{layout} layout" if layout else "") if w]
     rule = ("reference-compatible" if options.get("reference_compatible") else
-            "split CSV" if layout == "flat" and any(bench.root.glob("*.csv")) else "exact ROI matching")
+            "split CSV" if _split_csv(bench) is not None else "exact ROI matching")
     described = f" ({', '.join(what)})" if what else ""
     return (f"Data: {DATASET_TITLES.get(bench.dataset, bench.dataset)} `{bench.root}`{described}, "
             f"split `{bench.split}` ({rule}), {crop}, "

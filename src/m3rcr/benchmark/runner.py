@@ -34,7 +34,7 @@ from m3rcr.evaluation.evaluate import EvalOptions, evaluation_dataset
 from m3rcr.evaluation.semantic import SemanticOptions, predictions_source, reference_sources
 from m3rcr.inference.predictors import cloudy_predictor, mean_fill_predictor, model_predictor
 from m3rcr.models import load_model, load_segmentation_model
-from m3rcr.models.checkpoint import check_data_fits, checkpoint_data, read_checkpoint
+from m3rcr.models.checkpoint import check_data_fits, checkpoint_data, dataset_defaults, read_checkpoint
 from m3rcr.training.config import ConfigError, load_config
 from m3rcr.training.run import STATE, run_data_record, train
 from m3rcr.utils.config_files import read_yaml_mapping
@@ -218,7 +218,7 @@ class Benchmark:
             return evaluation_dataset(self.root, self.split, sar_mode=self.sar_mode, crop=self.crop)
         options = {**self.dataset_options, "bands": self.dataset_options.get("bands", "all")}
         if record is not None:
-            options.update(preprocessing=record.get("preprocessing") or "default", bands=list(record["optical_bands"]))
+            options.update(dataset_defaults(record, self.dataset))
         return DATASETS.build(self.dataset, root=self.root, split=self.split,
                               sampling=Sampling(crop_size=self.crop, crop="center"), **options)
 

@@ -34,6 +34,7 @@ from m3rcr.errors import DataError
 from m3rcr.inference.predictors import model_predictor
 from m3rcr.inference.tiling import Blender, PredictionGrid, PredictionWindow
 from m3rcr.models.base import CloudRemovalModel
+from m3rcr.models.checkpoint import record_preprocessing
 from m3rcr.utils.files import atomic_path, check_output
 from m3rcr.utils.provenance import environment
 from m3rcr.utils.text import percent
@@ -130,9 +131,7 @@ class ModelValues:
     @classmethod
     def of(cls, record: Mapping[str, Any] | None) -> ModelValues:
         """From a checkpoint's data record (None: M3R-CR, blue/green/red/NIR reflectance in [0, 1])."""
-        preprocessing = record.get("preprocessing") if record else None
-        if preprocessing is None and record is not None and record.get("dataset") == "sen12mscr":
-            preprocessing = "default"  # SEN12MS-CR's default, in a record written before it was recorded
+        preprocessing = record_preprocessing(record)
         if record is None or preprocessing is None:
             names = tuple(record["optical_bands"]) if record else OPTICAL_BANDS
             dataset = str(record.get("dataset", "m3rcr")) if record else "m3rcr"

@@ -142,6 +142,15 @@ def _m3rcr_record() -> dict[str, Any]:
             "preprocessing": None, "reflectance_per_unit": 1.0}
 
 
+def record_preprocessing(record: dict[str, Any] | None) -> str | None:
+    """The value convention a data record names (SEN12MS-CR's ``default`` for a SEN12MS-CR record written before
+    the default was recorded; None for M3R-CR, which has one convention)."""
+    if record is None:
+        return None
+    found = record.get("preprocessing")
+    return "default" if found is None and record.get("dataset") == "sen12mscr" else found
+
+
 def dataset_defaults(record: dict[str, Any] | None, dataset: str) -> dict[str, Any]:
     """Options of dataset ``dataset`` that give the data a checkpoint of data ``record`` was trained on (the
     user's own options override them): a SEN12MS-CR checkpoint's bands and preprocessing; an M3R-CR checkpoint's
@@ -150,9 +159,7 @@ def dataset_defaults(record: dict[str, Any] | None, dataset: str) -> dict[str, A
     if dataset != "sen12mscr":
         return {}
     if record.get("dataset") == "sen12mscr":
-        out: dict[str, Any] = {"bands": list(record["optical_bands"])}
-        out["preprocessing"] = record.get("preprocessing") or "default"
-        return out
+        return {"bands": list(record["optical_bands"]), "preprocessing": record_preprocessing(record)}
     if record.get("dataset") == "m3rcr":
         return dict(M3RCR_ON_SEN12MSCR)
     return {}
@@ -176,11 +183,9 @@ def check_data_fits(record: dict[str, Any] | None, spec: Any, where: str | Path,
                   else f"is the data {record.get('dataset')} (--dataset {record.get('dataset')})?")
         raise DataError(where, f"was trained on {record.get('dataset')} with optical bands {named}, "
                                f"but the data ({spec.name}) has {', '.join(given)}; {advice}")
-    wanted = record.get("preprocessing")
+    wanted = record_preprocessing(record)
     if record.get("dataset") == "m3rcr" and spec.name == "sen12mscr":
         wanted = M3RCR_ON_SEN12MSCR["preprocessing"]
-    elif record.get("dataset") == "sen12mscr" and wanted is None:
-        wanted = "default"  # a record written before the default was recorded
     if wanted is not None and preprocessing is not None and wanted != preprocessing:
         raise DataError(where, f"was trained with preprocessing {wanted!r}, but the data is scaled with "
                                f"{preprocessing!r}; leave --preprocessing out to use the checkpoint's")

@@ -44,7 +44,7 @@ def table_complexity(entries: dict[str, dict[str, Any]], paper: Mapping[str, Seq
     return header, rows
 
 
-#: published metrics (keys of a benchmark's ``published`` rows) -> the protocol metric of the same name
+#: protocol metric -> its key in a benchmark's ``published`` rows (None: not published)
 PUBLISHED_KEYS = {"rmse": None, "psnr": "PSNR", "mae": "MAE", "sam": "SAM", "ssim": "SSIM"}
 
 

@@ -22,7 +22,7 @@ from m3rcr.data import io
 from m3rcr.data.datasets.base import DATASETS, BandGroup, CloudRemovalDataset, DatasetSpec, Sampling
 from m3rcr.data.datasets.m3rcr import affine_to_tensor
 from m3rcr.data.sar_units import check_sar_units
-from m3rcr.data.sen12mscr.layout import Listing, Triplet, list_triplets
+from m3rcr.data.sen12mscr.layout import LAYOUTS, Listing, Triplet, list_triplets
 from m3rcr.data.sen12mscr.preprocess import S1_BANDS, S2_BANDS, S2_DN_SCALE, band_indices, convention
 from m3rcr.data.sen12mscr.splits import SPLITS, select
 from m3rcr.data.transforms import crop_and_augment
@@ -118,6 +118,12 @@ class SEN12MSCRDataset(CloudRemovalDataset):
     ) -> None:
         if cloud_masks not in ("s2cloudless", "none"):
             raise ValueError(f"cloud_masks must be one of ('s2cloudless', 'none'), got {cloud_masks!r}")
+        if layout not in (None, *LAYOUTS):
+            raise ValueError(f"layout must be one of {LAYOUTS} (or null: detected), got {layout!r}")
+        if not isinstance(reference_compatible, bool):
+            raise ValueError(f"reference_compatible must be true or false, got {reference_compatible!r}")
+        if mask_cache is not None and not isinstance(mask_cache, str | Path):
+            raise ValueError(f"mask_cache must be a folder, 'off' or null, got {mask_cache!r}")
         super().__init__(split, sampling)
         self.root = Path(root)
         self.layout = layout
