@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,10 @@ if TYPE_CHECKING:  # the command imports it when it runs: `m3rcr --help` stays i
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Remove clouds from a whole georeferenced scene."""
+    """Remove clouds from a whole georeferenced scene, or from a list of scenes on one or many devices."""
+    jobs = _scene_list(args)
+    if jobs is not None:
+        return _predict_many(args, jobs)
     from m3rcr.inference.predict import model_uses_sar, predict_scene, write_stats
     from m3rcr.models import load_model
     from m3rcr.models.checkpoint import checkpoint_data, read_checkpoint
@@ -53,6 +57,85 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- many scenes
+_SCENE_FLAGS = ("cloudy", "sar", "out", "mask")
+
+
+def _scene_list(args: argparse.Namespace) -> list[Any] | None:
+    """The scenes of --manifest or of repeated --cloudy/--out; None for the one-scene command (its flags are
+    then made single values, as they always were)."""
+    from m3rcr.inference.many import jobs_from_flags, read_manifest
+
+    given = [f"--{flag}" for flag in _SCENE_FLAGS if getattr(args, flag)]
+    if args.manifest:
+        if given:
+            raise ValueError(f"--manifest lists the scenes: give no {'/'.join(given)} with it")
+        return read_manifest(args.manifest)
+    if not args.cloudy or not args.out:
+        raise ValueError("give --cloudy and --out (one scene; repeat them for several), or --manifest")
+    several = any(len(getattr(args, flag) or ()) > 1 for flag in _SCENE_FLAGS)
+    if several or _processes(args) != (1, 1):
+        return jobs_from_flags(args.cloudy, args.out, args.sar, args.mask)
+    for flag in _SCENE_FLAGS:
+        setattr(args, flag, (getattr(args, flag) or [None])[0])
+    return None
+
+
+def _processes(args: argparse.Namespace) -> tuple[int, int]:
+    """(processes per node, nodes): the flags, else what torchrun started, else one."""
+    from m3rcr.inference.many import torchrun_world
+
+    started = torchrun_world() or (1, 1)
+    return args.devices or started[0], args.num_nodes or started[1]
+
+
+def _predict_many(args: argparse.Namespace, jobs: list[Any]) -> int:
+    """Check the scene list and the model once, then predict each process's share; exit status 1 when a
+    scene failed (reported by process 0, whose status is the run's)."""
+    from m3rcr.inference.many import ShardRun, check_jobs, predict_many, summary, torchrun_world
+    from m3rcr.inference.predict import ModelValues, model_uses_sar
+    from m3rcr.models import load_model
+    from m3rcr.models.checkpoint import checkpoint_data, read_checkpoint
+
+    if args.preview or args.stats:
+        raise ValueError("--preview and --stats are for one scene; with several, each output's M3RCR_PREDICT "
+                         "metadata holds its settings")
+    devices, nodes = _processes(args)
+    single = devices * nodes == 1
+    if not single and args.device != "auto":
+        raise ValueError(f"--device {args.device} picks one device; with several processes, --accelerator picks "
+                         "their kind and each process takes its own device")
+    if not single and torchrun_world() is None and (len(sys.argv) < 2 or sys.argv[1] != "predict"):
+        raise ValueError("several processes are started by running this command line again: run it as "
+                         "`m3rcr predict ...` (or under torchrun), not from Python")
+    check_jobs(jobs)
+    data = checkpoint_data(read_checkpoint(args.checkpoint))
+    _check_sar(load_model(args.checkpoint, "cpu"), jobs, model_uses_sar)
+    device = args.device if args.accelerator == "auto" or not single else args.accelerator
+    options = replace(_predict_options(args, data, device=device), mask=None)  # the mask: per scene
+    run = ShardRun(options, len(ModelValues.of(data).names), args.checkpoint, args.overwrite,
+                   progress=not args.quiet and single, log=lambda line: print(line, flush=True))
+    reports = predict_many(args.checkpoint, jobs, run, devices, nodes, args.accelerator)
+    if reports is None:
+        return 0  # not process 0: it prints the summary and carries the exit status
+    print("\n".join(summary(reports, jobs)), flush=True)
+    return 1 if any(r.status == "failed" for rep in reports for r in rep.results) else 0
+
+
+def _check_sar(model: Any, jobs: list[Any], uses_sar: Any) -> None:
+    """Before any process starts: a SAR model needs every scene's SAR; a model without SAR ignores it."""
+    from m3rcr.errors import DataError
+
+    if uses_sar(model):
+        missing = [job.where for job in jobs if job.sar is None]
+        if missing:
+            raise DataError(missing[0], "this model fuses SAR: give the scene's Sentinel-1 raster (sar)"
+                            + (f"; {len(missing) - 1} other scene(s) have none either" if len(missing) > 1 else ""))
+    elif any(job.sar is not None for job in jobs):
+        name = getattr(model, "registry_name", type(model).__name__)
+        print(f"warning: model {name} does not use SAR; the scenes' SAR is ignored", file=sys.stderr)
+
+
 def _check_predict_outputs(args: argparse.Namespace) -> None:
     """Refuse --out, --preview and --stats before any tile runs."""
     if args.preview and Path(args.preview).suffix.lower() != ".png":
@@ -64,13 +147,14 @@ def _check_predict_outputs(args: argparse.Namespace) -> None:
         check_output(path, args.overwrite)
 
 
-def _predict_options(args: argparse.Namespace, data: dict[str, Any] | None = None) -> PredictOptions:
+def _predict_options(args: argparse.Namespace, data: dict[str, Any] | None = None,
+                     device: str | None = None) -> PredictOptions:
     from m3rcr.inference.predict import PredictOptions
 
     return PredictOptions(bands=args.bands, scale=args.scale, offset=args.offset, sar_bands=args.sar_bands,
-                          sar_units=args.sar_units, sar_resampling=args.sar_resampling, mask=args.mask,
-                          tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          device=device_of(args.device), precision=args.precision, data=data)
+                          sar_units=args.sar_units, sar_resampling=args.sar_resampling,
+                          mask=args.mask, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                          device=device_of(device or args.device), precision=args.precision, data=data)
 
 
 def _preview_bands(settings: dict[str, Any]) -> list[int]:
@@ -117,10 +201,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                                    "no-data value.",
                        epilog="example: m3rcr predict --cloudy scene.tif --sar s1.tif --checkpoint best.ckpt "
                               "--out scene_clear.tif --preview scene_clear.png")
-    p.add_argument("--cloudy", required=True, metavar="SCENE", help="the cloudy optical scene (GeoTIFF)")
-    p.add_argument("--sar", metavar="S1", help="Sentinel-1 VV/VH GeoTIFF, any CRS (needed by SAR models)")
+    p.add_argument("--cloudy", action="append", metavar="SCENE",
+                   help="the cloudy optical scene (GeoTIFF); repeat --cloudy/--sar/--out (and --mask) for several "
+                        "scenes, matched by position")
+    p.add_argument("--sar", action="append", metavar="S1",
+                   help="Sentinel-1 VV/VH GeoTIFF, any CRS (needed by SAR models)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="an m3rcr checkpoint (any registry model)")
-    p.add_argument("--out", required=True, metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
+    p.add_argument("--out", action="append", metavar="OUT.tif", help="output cloud-optimized GeoTIFF")
+    p.add_argument("--manifest", metavar="FILE", help="a list of scenes instead of --cloudy/--sar/--out: CSV with a "
+                                                      "header, or a YAML/JSON list of mappings, with cloudy, out and "
+                                                      "optionally sar, mask (paths relative to the file's folder); "
+                                                      "a rerun skips complete outputs")
+    p.add_argument("--devices", type=positive, metavar="N",
+                   help="processes per node for several scenes, one per device (default: 1, or torchrun's)")
+    p.add_argument("--num-nodes", type=positive, metavar="M", help="nodes (default: 1, or torchrun's); each is "
+                                                                   "started with MASTER_ADDR, MASTER_PORT, NODE_RANK")
+    p.add_argument("--accelerator", choices=("cpu", "cuda", "auto"), default="auto",
+                   help="the device kind of the processes (default: auto: cuda if available)")
     p.add_argument("--bands", metavar="B,G,R,NIR", help="1-based bands of blue, green, red, NIR (default: 1,2,3,4 "
                                                         "for 4-band scenes; e.g. 2,3,4,8 for Sentinel-2); for a "
                                                         "model trained on SEN12MS-CR, its bands in its order "
@@ -133,11 +230,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="SAR values in dB or linear power (default: db)")
     p.add_argument("--sar-resampling", choices=("nearest", "bilinear"), default="nearest",
                    help="SAR onto the optical grid (default: nearest, as the training data)")
-    p.add_argument("--mask", metavar="MASK.tif", help="cloud mask raster: only its non-zero pixels are replaced")
+    p.add_argument("--mask", action="append", metavar="MASK.tif",
+                   help="cloud mask raster: only its non-zero pixels are replaced")
     p.add_argument("--tile", type=positive, default=256, help="tile size in pixels (default: 256)")
     p.add_argument("--overlap", type=non_negative, default=32, help="overlap between tiles in pixels (default: 32)")
     p.add_argument("--batch-size", type=positive, default=4, help="tiles per model call (default: 4)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto, for one process (default: auto)")
     p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --preview, --stats)")
     p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
