@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from m3rcr.models.base import CloudRemovalModel, ModelSpec
 from m3rcr.models.blocks import (
@@ -162,6 +163,10 @@ class AlignCR(CloudRemovalModel):
         residual_init: start as the identity (zero last convolution, ICNR before the pixel shuffle; see
             :class:`~m3rcr.models.blocks.ReconstructionHead`); False: PyTorch's default initialisation, as
             the authors' code. Loaded weights replace either.
+        checkpointing: in training with gradients on, keep only each AlignFuse block's inputs and recompute
+            its activations in the backward pass (``torch.utils.checkpoint``, non-reentrant): less memory for
+            about one more forward pass per step. Outputs, gradients and the state dict are the same either
+            way; in eval mode or under ``no_grad`` it changes nothing.
 
     As in the authors' network, the last block's SAR update (``blocks[-1].fusion.opt_to_sar``) feeds
     nothing downstream: its parameters exist (and are in the authors' checkpoints) but get no gradient.
@@ -188,8 +193,10 @@ class AlignCR(CloudRemovalModel):
         use_sar: bool = True,
         use_align: bool = True,
         residual_init: bool = True,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         if war_linear_channels is None:
             war_linear_channels = self.config["war_linear_channels"] = int(0.8 * features)
         if out_channels != in_channels:
@@ -220,8 +227,14 @@ class AlignCR(CloudRemovalModel):
             s, _ = pad_to_multiple(sar, self.spec.size_multiple)
             _, s = self.sar_features(F.pixel_unshuffle(s, 2))
         outputs = []
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            opt, s = block(opt, s)
+            if recompute:
+                # non-reentrant: parameter gradients flow even when no input requires grad, and the RNG
+                # and autocast states of the forward pass are restored for the recomputation
+                opt, s = checkpoint(block, opt, s, use_reentrant=False)
+            else:
+                opt, s = block(opt, s)
             outputs.append(opt)
         y = self.gff(torch.cat(outputs, dim=1)) + first
         y = self.head(y)
