@@ -209,6 +209,22 @@ def deform_conv_impl(model: nn.Module, impl: str) -> Iterator[None]:
             m.impl = old
 
 
+@contextlib.contextmanager
+def fast_paths(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Run the blocks of ``model`` that have a fast path (``fast`` attribute: :class:`ResidualDenseBlock`,
+    :class:`DynamicFilterFusion`, :class:`WindowAttention`) with it on or off inside the block; off is the
+    original formulation, kept so that benchmarks and tests can compare both in one process."""
+    blocks = [m for m in model.modules() if isinstance(m, (ResidualDenseBlock, DynamicFilterFusion, WindowAttention))]
+    before = [m.fast for m in blocks]
+    try:
+        for m in blocks:
+            m.fast = enabled
+        yield
+    finally:
+        for m, old in zip(blocks, before):
+            m.fast = old
+
+
 def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                           padding: int, mask: torch.Tensor) -> torch.Tensor:
     """Modulated deformable convolution (stride 1, dilation 1) as bilinear sampling plus a matrix product.
@@ -233,7 +249,10 @@ def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.T
     grid = torch.stack([xx * (2.0 / (w - 1)) - 1, y * (2.0 / (h - 1)) - 1], dim=-1).view(b * groups, taps * h, w, 2)
     sampled = F.grid_sample(x.reshape(b * groups, c // groups, h, w), grid, mode="bilinear", padding_mode="zeros",
                             align_corners=True)
-    sampled = sampled.view(b, groups, c // groups, taps, h, w) * mask.view(b, groups, 1, taps, h, w)
+    sampled = sampled.view(b, groups, c // groups, taps, h, w)
+    # without autograd the sampled taps are a temporary: modulate them in place, saving a 9x-sized copy
+    mask = mask.view(b, groups, 1, taps, h, w)
+    sampled = sampled * mask if torch.is_grad_enabled() else sampled.mul_(mask)
     out = torch.matmul(weight.reshape(c_out, c * taps), sampled.reshape(b, c * taps, h * w)).view(b, c_out, h, w)
     return out + bias.view(1, -1, 1, 1) if bias is not None else out
 
@@ -259,7 +278,13 @@ class WindowAttention(nn.Module):
     ``qkv_sar`` / ``proj_sar``; both streams share the relative-position table, and the SAR-guided gate
     ``g = sigmoid(gate(As - A))`` (a 1x1 convolution over the head axis of the logit grids) moves the
     optical logits towards the SAR ones: ``A + (As - A) * g``. The SAR stream itself is not changed.
+
+    ``fast`` (class attribute, default True): the single-stream attention runs through PyTorch's
+    ``scaled_dot_product_attention``; the cross-modal gate needs both logit grids, so ``sar=True`` always
+    takes the explicit path. False keeps the explicit path everywhere (the reference).
     """
+
+    fast: bool = True
 
     def __init__(self, dim: int, num_heads: int, window: int, sar: bool = True) -> None:
         super().__init__()
@@ -296,13 +321,29 @@ class WindowAttention(nn.Module):
 
     @staticmethod
     def _attend(logits: torch.Tensor, v: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
-        b, h, n, _ = logits.shape
+        b, _, n, _ = logits.shape
         out = logits.softmax(dim=-1) @ v
         return proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def _fused(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The single-stream attention through ``scaled_dot_product_attention``, the bias and the shift
+        mask as its additive ``attn_mask`` (the same softmax(q k^T * scale + bias + mask) v)."""
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        attn_mask = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(q.dtype)  # (1, heads, n, n)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn_mask = (attn_mask + mask.to(q.dtype)[:, None]).unsqueeze(0).expand(b // nw, -1, -1, -1, -1)
+            attn_mask = attn_mask.reshape(b, self.num_heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
     def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None, mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Windows of tokens (num_windows * B, window^2, C) for each stream -> attended tokens."""
+        if not self.sar and self.fast:
+            return self._fused(x, mask), None
         logits, v = self._logits(x, self.qkv, mask)
         if not self.sar:
             return self._attend(logits, v, self.proj), None
@@ -399,7 +440,13 @@ class ResidualDenseBlock(nn.Module):
 
     Dense steps ``x = cat[x, relu(conv3(x))]`` (``num_convs`` of them, growth ``growth``), local
     fusion ``conv3`` back to ``channels``, the Swin block on both streams, plus the block input.
+
+    ``fast`` (class attribute, default True): without autograd, the dense steps write into one
+    preallocated map instead of concatenating at every step; False keeps the concatenating path
+    (same result, kept as the reference; see :func:`fast_paths`).
     """
+
+    fast: bool = True
 
     def __init__(self, channels: int, growth: int, num_convs: int, num_heads: int = 8, window: int = 8,
                  shift: int = 0, mlp_ratio: float = 4.0, sar: bool = True) -> None:
@@ -416,11 +463,23 @@ class ResidualDenseBlock(nn.Module):
     def _dense(channels: int, growth: int, num_convs: int) -> nn.ModuleList:
         return nn.ModuleList(conv3x3(channels + i * growth, growth) for i in range(num_convs))
 
-    @staticmethod
-    def _run(x: torch.Tensor, convs: nn.ModuleList, fuse: nn.Conv2d) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, convs: nn.ModuleList, fuse: nn.Conv2d) -> torch.Tensor:
+        if not self.fast or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            # autograd saves each convolution's input, so the growing map cannot be written in place;
+            # under autocast the concatenation also promotes the map's type, which the buffer would fix
+            for conv in convs:
+                x = torch.cat([x, F.relu(conv(x))], dim=1)
+            return fuse(x)
+        # inference: one buffer holds the whole dense map; each step reads a prefix of its channels and
+        # writes its growth after it, instead of copying the map again at every step
+        b, c, h, w = x.shape
+        growth = convs[0].out_channels if len(convs) else 0
+        buf = x.new_empty(b, c + len(convs) * growth, h, w)
+        buf[:, :c] = x
         for conv in convs:
-            x = torch.cat([x, F.relu(conv(x))], dim=1)
-        return fuse(x)
+            torch.clamp_min(conv(buf[:, :c]), 0.0, out=buf[:, c:c + growth])  # ReLU, written in place
+            c += growth
+        return fuse(buf)
 
     def forward(self, x: torch.Tensor, x_sar: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -436,6 +495,53 @@ def dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.T
     ``kernels`` is (B, C * size^2, H, W), channel ``size^2 * c + size * i + j`` weighting the neighbour
     at row offset ``i`` and column offset ``j`` (0-based from the top-left of the window) of channel c.
     """
+    p = size // 2
+    return _ShiftedFilter.apply(F.pad(x, (p, p, p, p), mode="replicate"), kernels, size)
+
+
+class _ShiftedFilter(torch.autograd.Function):
+    """:func:`dynamic_filter` on the padded map as one multiply-add per tap on shifted views. ``unfold``
+    would copy the map size^2 times first (~10x slower); autograd through the slices would allocate a
+    zero-filled full-size gradient per tap, so the backward pass writes the taps' gradients itself."""
+
+    @staticmethod
+    def forward(ctx, xp: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.Tensor:
+        b, c, hp, wp = xp.shape
+        h, w = hp - size + 1, wp - size + 1
+        # mixed inputs (autocast) compute in the promoted type; gradients go back in each input's type
+        ctx.dtypes = xp.dtype, kernels.dtype
+        dt = torch.promote_types(xp.dtype, kernels.dtype)
+        xp, k = xp.to(dt), kernels.to(dt).reshape(b, c, size * size, h, w)
+        ctx.save_for_backward(xp, k)
+        ctx.size = size
+        out = xp[:, :, :h, :w] * k[:, :, 0]
+        for tap in range(1, size * size):
+            i, j = divmod(tap, size)
+            out.addcmul_(xp[:, :, i:i + h, j:j + w], k[:, :, tap])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        xp, k = ctx.saved_tensors
+        size = ctx.size
+        b, c, taps, h, w = k.shape
+        grad = grad.to(k.dtype)
+        grad_xp = torch.zeros_like(xp) if ctx.needs_input_grad[0] else None
+        grad_k = torch.empty_like(k) if ctx.needs_input_grad[1] else None
+        for tap in range(taps):
+            i, j = divmod(tap, size)
+            if grad_xp is not None:
+                grad_xp[:, :, i:i + h, j:j + w].addcmul_(grad, k[:, :, tap])
+            if grad_k is not None:
+                torch.mul(grad, xp[:, :, i:i + h, j:j + w], out=grad_k[:, :, tap])
+        return (grad_xp.to(ctx.dtypes[0]) if grad_xp is not None else None,
+                grad_k.view(b, c * taps, h, w).to(ctx.dtypes[1]) if grad_k is not None else None, None)
+
+
+def dynamic_filter_unfold(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`dynamic_filter` as ``unfold`` + multiply + sum: the original formulation, kept as the
+    reference of the tests and benchmarks."""
     b, c, h, w = x.shape
     p = size // 2
     patches = F.unfold(F.pad(x, (p, p, p, p), mode="replicate"), size)  # (B, C * size^2, H * W)
@@ -449,7 +555,12 @@ class DynamicFilterFusion(nn.Module):
         sar_f = filter(sar)
         opt'  = opt + (sar_f - opt) * sigmoid(sar_to_opt(sar_f - opt))
         sar'  = sar + (opt' - sar_f) * sigmoid(opt_to_sar(opt' - sar_f))
+
+    ``fast`` (class attribute, default True) picks :func:`dynamic_filter`; False the original
+    :func:`dynamic_filter_unfold` (same result; see :func:`fast_paths`).
     """
+
+    fast: bool = True
 
     def __init__(self, channels: int, filter_size: int = 5) -> None:
         super().__init__()
@@ -465,7 +576,7 @@ class DynamicFilterFusion(nn.Module):
 
     def forward(self, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kernels = self.kernel_net(torch.cat([opt, sar], dim=1))
-        sar_f = dynamic_filter(sar, kernels, self.filter_size)
+        sar_f = (dynamic_filter if self.fast else dynamic_filter_unfold)(sar, kernels, self.filter_size)
         d = sar_f - opt
         opt = opt + d * torch.sigmoid(self.sar_to_opt(d))
         d = opt - sar_f
