@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from _machine import cpu_description  # benchmarks/_machine.py, beside this script
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -29,17 +29,6 @@ from m3rcr.models.convert import convert_checkpoint
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "aligncr_small.pt"
 CASTS = ("aten::to", "aten::_to_copy", "aten::copy_")
-
-
-def _cpu() -> str:
-    """CPU model and the vector flags that matter here, from lscpu."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu not available"
-    info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    wanted = [f for f in info.get("Flags", "").split() if f.startswith(("avx512", "amx", "avx_vnni"))]
-    return f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs; flags: {' '.join(wanted)}"
 
 
 def _forward(model: torch.nn.Module, cloudy: torch.Tensor, sar: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -164,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    print(f"CPU: {_cpu()}; torch {torch.__version__}, {args.threads} threads")
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {args.threads} threads")
     print(f"oneDNN bf16 supported: {torch.backends.mkldnn.is_available()}, "
           f"cpu capability: {torch.backends.cpu.get_cpu_capability()}")
     model = create_model("aligncr", residual_init=False).eval()

@@ -14,26 +14,14 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
 import torch
+from _machine import cpu_description  # benchmarks/_machine.py, beside this script
 
 from m3rcr.models import create_model
 from m3rcr.models.blocks import fast_paths
-
-
-def _cpu() -> str:
-    """CPU model and the vector flags that matter here, from lscpu."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu not available"
-    info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = info.get("Flags", "").split()
-    wanted = [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))]
-    return f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} CPUs; flags: {' '.join(wanted)}"
 
 
 def _time_pair(model: torch.nn.Module, run: Callable[[], torch.Tensor], repeats: int
@@ -66,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"CPU: {_cpu()}\ntorch {torch.__version__}, {args.threads} threads, float32\n")
+    print(f"CPU: {cpu_description()}\ntorch {torch.__version__}, {args.threads} threads, float32\n")
     # residual_init=False: the default init zeroes the last layer, which would hide any output difference
     model = create_model(args.model, residual_init=False).eval()
     rows = []

@@ -196,33 +196,29 @@ class ModulatedDeformConv(nn.Module):
 
 
 @contextlib.contextmanager
-def deform_conv_impl(model: nn.Module, impl: str) -> Iterator[None]:
-    """Run every :class:`ModulatedDeformConv` of ``model`` with kernel ``impl`` inside the block."""
-    convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv)]
-    before = [m.impl for m in convs]
+def _set_on(modules: list[nn.Module], name: str, value: object) -> Iterator[None]:
+    """Set attribute ``name`` of each of ``modules`` to ``value`` inside the block, then restore each one's."""
+    before = [getattr(m, name) for m in modules]
     try:
-        for m in convs:
-            m.impl = impl
+        for m in modules:
+            setattr(m, name, value)
         yield
     finally:
-        for m, old in zip(convs, before):
-            m.impl = old
+        for m, old in zip(modules, before):
+            setattr(m, name, old)
 
 
-@contextlib.contextmanager
-def fast_paths(model: nn.Module, enabled: bool) -> Iterator[None]:
+def deform_conv_impl(model: nn.Module, impl: str) -> contextlib.AbstractContextManager[None]:
+    """Run every :class:`ModulatedDeformConv` of ``model`` with kernel ``impl`` inside the block."""
+    return _set_on([m for m in model.modules() if isinstance(m, ModulatedDeformConv)], "impl", impl)
+
+
+def fast_paths(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager[None]:
     """Run the blocks of ``model`` that have a fast path (``fast`` attribute: :class:`ResidualDenseBlock`,
     :class:`DynamicFilterFusion`, :class:`WindowAttention`) with it on or off inside the block; off is the
     original formulation, kept so that benchmarks and tests can compare both in one process."""
-    blocks = [m for m in model.modules() if isinstance(m, (ResidualDenseBlock, DynamicFilterFusion, WindowAttention))]
-    before = [m.fast for m in blocks]
-    try:
-        for m in blocks:
-            m.fast = enabled
-        yield
-    finally:
-        for m, old in zip(blocks, before):
-            m.fast = old
+    kinds = (ResidualDenseBlock, DynamicFilterFusion, WindowAttention)
+    return _set_on([m for m in model.modules() if isinstance(m, kinds)], "fast", enabled)
 
 
 def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
