@@ -67,3 +67,10 @@ def _run(args: argparse.Namespace) -> int:
     except (DataError, OSError, ValueError, RasterioError, CPLE_BaseError) as exc:  # bad input, not a bug
         print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        from m3rcr.inference.compiled import CompileError  # here only: `m3rcr --help` does not import torch
+
+        if not isinstance(exc, CompileError):
+            raise
+        print(f"m3rcr {args.command}: error: {exc}", file=sys.stderr)  # one line, no traceback
+        return 2

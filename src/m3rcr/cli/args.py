@@ -156,6 +156,39 @@ def open_dataset(args: argparse.Namespace, defaults: dict[str, Any] | None = Non
         raise DataError(args.data, str(exc)) from None
 
 
+#: the names ``--precision`` offers: m3rcr.models.precision.PRECISION_CHOICES, repeated here so that
+#: ``--help`` does not import torch (a test checks they are the same)
+PRECISION_NAMES = ("float32", "fp32", "bf16", "bfloat16", "fp16", "float16")
+
+
+def precision_name(text: str) -> str:
+    """argparse type: a precision name or alias (bf16, bfloat16, fp16, float16, fp32, float32) -> its
+    canonical name (``bfloat16``, ``float16``, ``float32``)."""
+    from m3rcr.models.precision import canonical_precision
+
+    try:
+        return canonical_precision(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_precision_arg(p: argparse.ArgumentParser, default: str | None = "float32", text: str = "") -> None:
+    """``--precision``, the same names on every command (:data:`PRECISION_NAMES`); the value is the
+    canonical name, or ``default`` (None: ``text`` says what not giving it means)."""
+    text = text or ("numeric precision of the model: float32, bf16 (the model converted to bfloat16, "
+                    "channels-last; sensitive parts stay float32) or fp16 (autocast)")
+    text += f" (default: {default})" if default else ""
+    p.add_argument("--precision", type=precision_name, default=default,
+                   metavar="{" + ",".join(PRECISION_NAMES) + "}", help=text)
+
+
+def add_compile_arg(p: argparse.ArgumentParser) -> None:
+    """``--compile``: run the model through torch.compile (off by default; the compile time is reported)."""
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (inductor); the first call per input shape "
+                        "compiles (tens of seconds to minutes), its time is reported (default: off)")
+
+
 def device_of(name: str) -> torch.device:
     """``--device``: cpu, cuda, cuda:N or auto."""
     from m3rcr.utils.device import resolve_device

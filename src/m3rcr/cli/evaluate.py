@@ -9,14 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from m3rcr.cli.args import (
+    PRECISION_NAMES,
+    add_compile_arg,
     add_data_args,
     add_overwrite,
+    add_precision_arg,
     add_stretch_arg,
     dataset_options,
     device_of,
     non_negative,
     open_dataset,
     positive,
+    precision_name,
 )
 from m3rcr.utils.files import check_output
 
@@ -37,6 +41,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           stretch=args.stretch)
     summary = evaluate(predict, ds, args.out, method, options, overwrite=args.overwrite)
     print(summary_text(method, summary, args.out))
+    compiled = getattr(predict, "compiled", None)
+    if compiled is not None:
+        print(compiled.report.describe())
     return 0
 
 
@@ -64,6 +71,7 @@ def _evaluation_data(args: argparse.Namespace) -> Any:
 
 def _method(args: argparse.Namespace, device: Any) -> tuple[Any, str, dict[str, Any]]:
     """The predictor of --checkpoint or --method cloudy / mean, its name and the settings to record."""
+    from m3rcr.inference.compiled import compile_backend
     from m3rcr.inference.predictors import cloudy_predictor, mean_fill_predictor, model_predictor
     from m3rcr.models import load_model
 
@@ -75,8 +83,9 @@ def _method(args: argparse.Namespace, device: Any) -> tuple[Any, str, dict[str, 
         raise ValueError("give --checkpoint CKPT or --method cloudy|mean")
     model = load_model(args.checkpoint, device=device)
     settings = {"checkpoint": str(args.checkpoint), "model": getattr(model, "registry_name", None),
-                "precision": args.precision}
-    return model_predictor(model, args.precision), args.name or getattr(model, "registry_name", "model"), settings
+                "precision": args.precision, "compile": compile_backend(args.compile)}
+    predict = model_predictor(model, args.precision, compile=args.compile)
+    return predict, args.name or getattr(model, "registry_name", "model"), settings
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -104,13 +113,14 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     """Parameters, MACs and latency of a model."""
     import torch
 
-    from m3rcr.evaluation.complexity import DTYPES, measure
+    from m3rcr.evaluation.complexity import measure
     from m3rcr.models import create_model, load_model
+    from m3rcr.models.precision import precision_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(device_of(args.device))
-    dtype = DTYPES[args.dtype]
+    dtype = precision_dtype(_complexity_precision(args))
     if len(args.size) > 2:
         raise ValueError(f"--size takes N or H W, got {len(args.size)} values")
     if args.checkpoint:
@@ -121,13 +131,28 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     else:
         model, name = create_model(args.model, **_model_overrides(args.set)), args.model
     size = (args.size[0], args.size[-1])
+    if args.compile and args.repeats == 0:
+        raise ValueError("--compile is timed with the latency: give --repeats of at least 1")
     result = measure(model, name, size=size, repeats=args.repeats, warmup=args.warmup, device=device, dtype=dtype,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, compile=args.compile)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
         print(result.describe())
     return 0
+
+
+def _complexity_precision(args: argparse.Namespace) -> str:
+    """--precision, or the deprecated --dtype it replaced (both given: they must agree)."""
+    import sys
+
+    if args.dtype is None:
+        return args.precision or "float32"
+    print("m3rcr complexity: warning: --dtype is deprecated; use --precision", file=sys.stderr)
+    if args.precision is not None and args.precision != args.dtype:
+        raise ValueError(f"--dtype {args.dtype} and --precision {args.precision} disagree: give --precision "
+                         "only")
+    return args.dtype
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -177,7 +202,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive, default=4)
     p.add_argument("--workers", type=non_negative, default=0, help="DataLoader workers (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    add_precision_arg(p)
+    add_compile_arg(p)
     p.add_argument("--clip", action="store_true", help="clip predictions to [0, 1] before scoring")
     p.add_argument("--save-predictions", action="store_true",
                    help="write predictions/NAME.tif (georeferenced, uint16 reflectance x 10000, every optical band)")
@@ -215,8 +241,14 @@ def _add_complexity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=non_negative, default=5, help="timed runs; 0 skips timing (default: 5)")
     p.add_argument("--warmup", type=non_negative, default=1, help="untimed runs first (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                   help="float32, or autocast to bfloat16 / float16 (default: float32)")
+    add_precision_arg(p, default=None, text="precision of the latency measurement, as predict runs it: "
+                                            "float32, bf16 (the model converted to bfloat16, channels-last) "
+                                            "or fp16 (autocast); MACs are counted in float32 (default: "
+                                            "float32)")
+    # the flag's name before --precision: still accepted, not shown
+    p.add_argument("--dtype", type=precision_name, metavar="{" + ",".join(PRECISION_NAMES) + "}",
+                   help=argparse.SUPPRESS)
+    add_compile_arg(p)
     p.add_argument("--threads", type=positive, help="CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_complexity)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m3rcr.cli.args import (
+    add_compile_arg,
     add_overwrite,
+    add_precision_arg,
     add_stretch_arg,
     device_of,
     finite_float,
@@ -46,6 +48,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           progress=not args.quiet, checkpoint=args.checkpoint)
     print(f"wrote {args.out}: {stats.tiles_run} of {stats.tiles} tiles run in {stats.batches} batches, "
           f"{percent(stats.valid_fraction)} of the pixels have data, {stats.seconds:.1f} s")
+    if stats.compile:
+        from m3rcr.inference.compiled import CompileReport
+
+        print(CompileReport(**stats.compile).describe())
     for note in stats.notes():
         print(note, file=sys.stderr)
     if args.stats:
@@ -154,7 +160,8 @@ def _predict_options(args: argparse.Namespace, data: dict[str, Any] | None = Non
     return PredictOptions(bands=args.bands, scale=args.scale, offset=args.offset, sar_bands=args.sar_bands,
                           sar_units=args.sar_units, sar_resampling=args.sar_resampling,
                           mask=args.mask, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          device=device_of(device or args.device), precision=args.precision, data=data)
+                          device=device_of(device or args.device), precision=args.precision, data=data,
+                          compile=args.compile)
 
 
 def _preview_bands(settings: dict[str, Any]) -> list[int]:
@@ -236,7 +243,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=non_negative, default=32, help="overlap between tiles in pixels (default: 32)")
     p.add_argument("--batch-size", type=positive, default=4, help="tiles per model call (default: 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto, for one process (default: auto)")
-    p.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
+    add_precision_arg(p)
+    add_compile_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (--out, --preview, --stats)")
     p.add_argument("--preview", metavar="PNG", help="also render a before/after quicklook")
     add_stretch_arg(p, "the input's pixels clear in --mask (without --mask: those not bright in all visible bands), "

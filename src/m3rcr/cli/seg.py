@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from m3rcr.cli.args import add_data_args, add_overwrite, add_stretch_arg, device_of, non_negative, positive
-from m3rcr.cli.train import run_training
+from m3rcr.cli.args import (
+    add_data_args,
+    add_overwrite,
+    add_precision_arg,
+    add_stretch_arg,
+    device_of,
+    non_negative,
+    positive,
+)
+from m3rcr.cli.train import PRECISION_HELP, run_training
 from m3rcr.utils.files import check_output
 
 
@@ -71,6 +79,7 @@ def _add_seg(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     q.add_argument("--out", metavar="RUN", help="run folder (same as run.dir=RUN)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override (repeatable)")
+    add_precision_arg(q, default=None, text=PRECISION_HELP)
     q.set_defaults(func=cmd_seg_train, accepts_extra=True, command="seg train")
     q = seg.add_parser("evaluate", help="segment cloud-free, cloudy and predicted images; mIoU and PA",
                        description="Apply the segmentation model to the cloud-free and cloudy images and to each "

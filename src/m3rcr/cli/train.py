@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from m3rcr.cli.args import add_overwrite
+from m3rcr.cli.args import add_overwrite, add_precision_arg
 from m3rcr.utils.files import check_output
 
 
@@ -31,6 +31,34 @@ def split_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]
     return out
 
 
+#: ``--precision`` (canonical name) -> Lightning's ``trainer.precision``: mixed precision, float32 weights
+LIGHTNING_PRECISION = {"float32": "32-true", "bfloat16": "bf16-mixed", "float16": "16-mixed"}
+
+
+def precision_override(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """``overrides`` with ``trainer.precision`` set from ``--precision`` (if given); an override of
+    ``trainer.precision`` that means another precision is an error, one that means the same is kept."""
+    from m3rcr.models.precision import canonical_precision
+
+    precision = getattr(args, "precision", None)
+    if precision is None:
+        return overrides
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.strip() != "trainer.precision":
+            continue
+        try:
+            same = canonical_precision(value.strip().strip("'\"")) == precision
+        except ValueError:
+            same = False
+        if not same:
+            lightning = LIGHTNING_PRECISION[precision]
+            raise ValueError(f"--precision {precision} and the override {text} disagree: give one of them "
+                             f"(--precision {precision} sets trainer.precision={lightning})")
+        return overrides
+    return [*overrides, f"trainer.precision={LIGHTNING_PRECISION[precision]}"]
+
+
 def print_run(run: Path) -> None:
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -45,7 +73,7 @@ def run_training(args: argparse.Namespace, defaults: Sequence[str] = (), task: s
     from m3rcr.training.config import load_config
     from m3rcr.training.run import train
 
-    overrides = split_overrides(args, args.extra)
+    overrides = precision_override(args, split_overrides(args, args.extra))
     if args.out:
         overrides.append(f"run.dir={args.out}")
     if args.resume:
@@ -90,12 +118,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                    "GPU, several GPUs (trainer.devices=N) and several nodes (trainer.num_nodes=N). "
                                    "--resume RUN continues a run from its last saved state.",
                        epilog="example: m3rcr train --config configs/aligncr.yaml data.root=/data/M3R-CR "
-                              "trainer.devices=2 trainer.precision=bf16-mixed")
+                              "trainer.devices=2 --precision bf16")
     p.add_argument("--config", metavar="FILE", help="experiment configuration (YAML)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     p.add_argument("--out", metavar="RUN", help="run folder (same as run.dir=RUN)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="configuration override (repeatable)")
+    add_precision_arg(p, default=None, text=PRECISION_HELP)
     p.set_defaults(func=cmd_train, accepts_extra=True)
+
+
+#: the help of train's --precision
+PRECISION_HELP = ("training precision: bf16 (Lightning's bf16-mixed: float32 weights, bf16 autocast), fp16 "
+                  "(16-mixed) or float32 (32-true); sets trainer.precision (default: the configuration's)")
 
 
 def _add_curves(sub: argparse._SubParsersAction) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import os
 import platform
 import statistics
@@ -14,8 +14,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from m3rcr.inference.compiled import CompiledModel, CompileReport, compile_backend
 from m3rcr.models.base import CloudRemovalModel
 from m3rcr.models.blocks import deform_conv_impl
+from m3rcr.models.precision import InferencePrecision
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -67,6 +69,8 @@ class Complexity:
     threads: int
     batch_size: int = 1
     padded_size: list[int] | None = None  #: the size the model computes on, if it pads its input
+    #: with ``compile``: torch.compile's backend, seconds of its first call (not in the latency), compiles
+    compile: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +84,12 @@ class Complexity:
         return (f"model       {self.model}\ninput       {self.batch_size} x {h} x {w}{padded}\n"
                 f"parameters  {self.parameters:,}\nMACs        {self.macs / 1e9:.2f} G\n"
                 f"FLOPs       {self.flops / 1e9:.2f} G\nlatency     {lat}\n"
-                f"device      {self.device}, {self.dtype}, {self.threads} threads")
+                f"device      {self.device}, {self.dtype}, {self.threads} threads"
+                + (f"\ncompile     {self._compile_line()}" if self.compile else ""))
+
+    def _compile_line(self) -> str:
+        c = self.compile or {}
+        return CompileReport(c["backend"], c["seconds"], c["compiles"]).describe()
 
 
 #: the ``--dtype`` names of the latency measurement
@@ -95,22 +104,41 @@ def _device_name(device: torch.device) -> str:
 
 def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], repeats: int = 5, warmup: int = 1,
                     dtype: torch.dtype = torch.float32) -> list[float]:
-    """Forward times in ms of ``repeats`` runs after ``warmup`` runs (autocast for bf16/fp16)."""
+    """Forward times in ms of ``repeats`` runs after ``warmup`` runs, run as ``m3rcr predict --precision``
+    runs it (bf16: a bf16 copy of the model with channels-last maps; float16: autocast)."""
+    return timed_forward(model, inputs, repeats, warmup, dtype)[0]
+
+
+def timed_forward(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], repeats: int = 5,
+                  warmup: int = 1, dtype: torch.dtype = torch.float32, compile: bool | str = False
+                  ) -> tuple[list[float], CompileReport | None]:
+    """:func:`measure_latency`, optionally of the model compiled by ``torch.compile`` (``compile``: True for
+    inductor, or a backend's name; the model is converted to ``dtype`` first, as predict does). Untimed calls
+    run until one compiles nothing (recompiles included), then the ``warmup`` runs: compiling is excluded
+    from the latency and returned as its own :class:`~m3rcr.inference.compiled.CompileReport` (None
+    without ``compile``)."""
     device = next(t.device for t in inputs if t is not None)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else contextlib.nullcontext())
+    if dtype == torch.bfloat16:
+        model = copy.deepcopy(model)
+    run = InferencePrecision(model, str(dtype).removeprefix("torch."))
+    inputs = run.inputs(*inputs)
+    backend = compile_backend(compile)
+    # a fresh wrapper: a cached one may have compiled already, and its time would not be this measurement's
+    forward = CompiledModel(run.model, backend) if backend else run.model
     times = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), run.context(device.type):
+        if isinstance(forward, CompiledModel):
+            forward.warm(*inputs)  # until a call compiles nothing (recompiles included); then the warm-up
         for i in range(warmup + repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            model(*inputs)
+            forward(*inputs)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - t0))
-    return times
+    return times, forward.report if isinstance(forward, CompiledModel) else None
 
 
 #: the seed of the random inputs (their values change neither the MACs nor, noticeably, the latency)
@@ -119,12 +147,13 @@ _INPUT_SEED = 0
 
 def measure(model: CloudRemovalModel, name: str, size: tuple[int, int] = (160, 160), repeats: int = 5,
             warmup: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-            batch_size: int = 1) -> Complexity:
+            batch_size: int = 1, *, compile: bool | str = False) -> Complexity:
     """Parameters, MACs and forward latency of ``model`` on ``device`` (the model is moved there, in eval mode).
 
     The inputs have the bands of ``model.spec`` (no SAR for a model that reads none). MACs are counted in
     float32; a model that pads its input (``spec.size_multiple``) computes, and is counted, on the padded
-    size, which is reported as ``padded_size``.
+    size, which is reported as ``padded_size``. ``compile`` times the model compiled by ``torch.compile``
+    (:func:`timed_forward`); its compile time is reported as ``compile``, apart from the latency.
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(_INPUT_SEED)
@@ -133,7 +162,9 @@ def measure(model: CloudRemovalModel, name: str, size: tuple[int, int] = (160, 1
     sar = torch.rand(batch_size, spec.sar_bands, *size, generator=gen).to(device) if spec.uses_sar else None
     model = model.to(device).eval()
     macs = count_macs(model, cloudy, sar)
-    runs = measure_latency(model, (cloudy, sar), repeats, warmup, dtype) if repeats > 0 else []
+    runs, compiled = ([], None)
+    if repeats > 0:
+        runs, compiled = timed_forward(model, (cloudy, sar), repeats, warmup, dtype, compile)
     multiple = spec.size_multiple
     padded = [-(-n // multiple) * multiple for n in size]
     return Complexity(
@@ -141,4 +172,5 @@ def measure(model: CloudRemovalModel, name: str, size: tuple[int, int] = (160, 1
         latency_ms=statistics.median(runs) if runs else None, latency_runs_ms=[round(t, 2) for t in runs],
         device=_device_name(device), dtype=str(dtype).removeprefix("torch."), threads=torch.get_num_threads(),
         batch_size=batch_size, padded_size=padded if padded != list(size) else None,
+        compile=compiled.as_dict() if compiled else None,
     )

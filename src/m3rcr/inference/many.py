@@ -323,7 +323,10 @@ def _one_scene(model: nn.Module, job: SceneJob, index: int, run: ShardRun) -> Sc
         detail = exc.cli_message() if isinstance(exc, OutputExistsError) else _describe(exc)
         run.log(f"{job.where}: failed: {detail}")
         return SceneResult(index, "failed", detail, time.perf_counter() - start)
-    run.log(f"{job.where}: wrote {job.out}: {stats.tiles_run} of {stats.tiles} tiles, {stats.seconds:.1f} s")
+    compiled = stats.compile or {}
+    took = f" (torch.compile: {compiled['seconds']:.1f} s of it)" if compiled.get("compiles") else ""
+    run.log(f"{job.where}: wrote {job.out}: {stats.tiles_run} of {stats.tiles} tiles, {stats.seconds:.1f} s"
+            + took)
     for note in stats.notes():
         run.log(f"{job.where}: {note}")
     return SceneResult(index, "done", "", time.perf_counter() - start)

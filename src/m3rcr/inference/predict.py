@@ -31,10 +31,12 @@ from m3rcr.data.preprocess import OPTICAL_BANDS, OPTICAL_SCALE, normalize_sar
 from m3rcr.data.scene import OpticalScene, SarLayer, SarUnits, bounded_block_cache, open_raster
 from m3rcr.data.sen12mscr.preprocess import S2_BANDS, S2_DN_SCALE, convention
 from m3rcr.errors import DataError
+from m3rcr.inference.compiled import compile_backend
 from m3rcr.inference.predictors import model_predictor
 from m3rcr.inference.tiling import Blender, PredictionGrid, PredictionWindow
 from m3rcr.models.base import CloudRemovalModel
 from m3rcr.models.checkpoint import record_preprocessing
+from m3rcr.models.precision import canonical_precision
 from m3rcr.utils.files import atomic_path, check_output
 from m3rcr.utils.provenance import environment
 from m3rcr.utils.text import percent
@@ -56,6 +58,9 @@ class PredictStats:
     seconds: float = 0.0
     peak_pending_bytes: int = 0  #: largest memory held by blending cells waiting for tiles
     nonfinite_tiles: int = 0  #: tiles where the model returned NaN or infinity (those pixels are no-data)
+    #: with ``compile``: what torch.compile cost in this scene (backend, seconds of the first calls per input
+    #: shape, compiles; 0 when an earlier scene of the same model compiled it), else None
+    compile: dict[str, Any] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def notes(self) -> list[str]:
@@ -93,7 +98,10 @@ class PredictOptions:
         mask: optional raster on any grid; its non-zero pixels are the only ones replaced by the
             prediction (cloud-free pixels keep their input values).
         tile, overlap, batch_size: tile size and overlap in optical pixels, tiles per model call.
-        device, precision: where and how the model runs (``float32``, ``bfloat16``, ``float16``).
+        device, precision: where and how the model runs (``float32``, ``bfloat16``, ``float16``; aliases
+            such as ``bf16`` are accepted and recorded by their canonical name).
+        compile: run the model through ``torch.compile`` (True: inductor, or a backend's name);
+            :attr:`PredictStats.compile` says what compiling cost.
         data: the checkpoint's data record (``meta["data"]``, :func:`m3rcr.models.checkpoint.checkpoint_data`):
             band names and value convention; None: M3R-CR's (checkpoints saved before it was recorded).
     """
@@ -111,8 +119,10 @@ class PredictOptions:
     device: str | torch.device = "cpu"
     precision: str = "float32"
     data: Mapping[str, Any] | None = None
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", canonical_precision(self.precision))
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
 
@@ -259,7 +269,8 @@ def _open_run(stack: contextlib.ExitStack, model: nn.Module, cloudy: Path, sar: 
     mask_layer, mask_covered = None, None
     if options.mask is not None:
         mask_layer, mask_covered = _open_mask(options.mask, optical.grid, stack)
-    run = _SceneRun(optical, sar_layer, mask_layer, options, model_predictor(model, options.precision), values)
+    predictor = model_predictor(model, options.precision, options.compile)
+    run = _SceneRun(optical, sar_layer, mask_layer, options, predictor, values)
     run.stats.mask_covered_fraction = mask_covered
     return run
 
@@ -274,6 +285,7 @@ def _settings(run: _SceneRun, model: nn.Module, inputs: tuple[Path, str | Path |
                 sar_bands=list(sar.bands) if sar else None, sar_resampling=options.sar_resampling,
                 mask=str(options.mask) if options.mask else None, tile=options.tile, overlap=options.overlap,
                 batch_size=options.batch_size, device=str(run.device), precision=options.precision,
+                compile=compile_backend(options.compile),
                 model=getattr(model, "registry_name", type(model).__name__),
                 checkpoint=str(checkpoint) if checkpoint else None)
 
@@ -285,6 +297,9 @@ class _SceneRun:
                  options: PredictOptions, predict: Any, values: ModelValues | None = None) -> None:
         self.optical, self.sar_layer, self.mask_layer = optical, sar_layer, mask_layer
         self.options, self.predict = options, predict
+        # compiled for an earlier scene already: this scene's statistics count only what it compiles
+        compiled = getattr(predict, "compiled", None)
+        self.compile_before = compiled.report if compiled is not None else None
         self.values = values or ModelValues.of(None)
         self.n_bands = len(optical.bands)
         self.device = torch.device(options.device)
@@ -327,6 +342,9 @@ class _SceneRun:
         if self.sar_layer is not None:
             stats.sar_covered_fraction = self.sar_pixels / self.optical_pixels if self.optical_pixels else 0.0
         stats.seconds = seconds
+        compiled = getattr(self.predict, "compiled", None)
+        if compiled is not None:
+            stats.compile = compiled.report.since(self.compile_before).as_dict()
         return stats
 
     def _run_tiles(self) -> None:

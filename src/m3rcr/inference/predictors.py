@@ -3,11 +3,13 @@ scene inference call them."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from m3rcr.inference.compiled import compile_backend, compiled_model
+from m3rcr.models.precision import InferencePrecision
 
 #: takes a batch (tensors on the device) and returns the (B, C, H, W) prediction, in the units of its ``cloudy``
 Predictor = Callable[[dict[str, Any]], torch.Tensor]
@@ -31,14 +33,27 @@ def mean_fill_predictor(batch: dict[str, Any]) -> torch.Tensor:
     return fill[:, :, None, None].expand_as(x).clone()
 
 
-def model_predictor(model: torch.nn.Module, precision: str = "float32") -> Predictor:
-    """Run ``model(cloudy, sar)`` without gradients, optionally under autocast (bfloat16 / float16)."""
-    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+def model_predictor(model: torch.nn.Module, precision: str = "float32",
+                    compile: bool | str = False) -> ModelPredictor:
+    """Run ``model(cloudy, sar)`` without gradients in ``precision`` (float32; bf16: the model is converted
+    in place to bf16 with channels-last maps, see :mod:`m3rcr.models.precision`; float16: autocast).
+    The prediction comes back as float32. ``compile`` (True: inductor, or a backend's name) runs the
+    converted model through ``torch.compile`` (:mod:`m3rcr.inference.compiled`)."""
+    return ModelPredictor(model, precision, compile)
 
-    def predict(batch: dict[str, Any]) -> torch.Tensor:
-        x = batch["cloudy"]
-        ctx = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
-            return model(x, batch["sar"]).float()
 
-    return predict
+class ModelPredictor:
+    """The :data:`Predictor` of :func:`model_predictor`; :attr:`compiled` is the compiled model (None without
+    ``compile``), whose ``report`` says what compiling cost."""
+
+    def __init__(self, model: torch.nn.Module, precision: str = "float32",
+                 compile: bool | str = False) -> None:
+        self.run = InferencePrecision(model, precision)
+        backend = compile_backend(compile)
+        self.compiled = compiled_model(self.run.model, backend) if backend else None
+        self.forward = self.compiled or self.run.model
+
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
+        x, run = batch["cloudy"], self.run
+        with torch.inference_mode(), run.context(x.device.type):
+            return self.forward(*run.inputs(x, batch["sar"])).float().contiguous()

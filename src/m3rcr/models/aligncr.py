@@ -220,11 +220,11 @@ class AlignCR(CloudRemovalModel):
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
         check_inputs(cloudy, sar, self.spec.uses_sar)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple)
+        x, _ = pad_to_multiple(self.to_compute(cloudy), self.spec.size_multiple)
         first, opt = self.opt_features(F.pixel_unshuffle(x, 2))
         s = None
         if self.spec.uses_sar:
-            s, _ = pad_to_multiple(sar, self.spec.size_multiple)
+            s, _ = pad_to_multiple(self.to_compute(sar), self.spec.size_multiple)
             _, s = self.sar_features(F.pixel_unshuffle(s, 2))
         outputs = []
         recompute = self.checkpointing and self.training and torch.is_grad_enabled()
@@ -238,5 +238,5 @@ class AlignCR(CloudRemovalModel):
             outputs.append(opt)
         y = self.gff(torch.cat(outputs, dim=1)) + first
         y = self.head(y)
-        return y[..., :h, :w] + cloudy
+        return y[..., :h, :w].to(cloudy.dtype) + cloudy  # the skip in the input's type (float32 at bf16)
 

@@ -103,6 +103,16 @@ class CloudRemovalModel(ConfiguredModule):
     task: ClassVar[str | None] = "cloud_removal"
     spec: ModelSpec
 
+    def compute_dtype(self) -> torch.dtype:
+        """The type the network computes in: its first parameter's (bfloat16 after
+        :func:`m3rcr.models.precision.to_inference_precision`, float32 otherwise, also under autocast)."""
+        return next(self.parameters()).dtype
+
+    def to_compute(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """An input in :meth:`compute_dtype` (None stays None). Models cast on entry, so that float32 inputs
+        reach a bf16 model and a residual model adds its float32 input back unrounded."""
+        return None if x is None else x.to(self.compute_dtype())
+
     def condition(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """What a conditional-GAN discriminator is conditioned on: the model's input, optical then SAR (the
         ``spec.input_bands`` bands it reads), so any model of the registry can be trained as a GAN generator."""

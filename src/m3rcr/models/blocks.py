@@ -154,6 +154,9 @@ class ModulatedDeformConv(nn.Module):
     """
 
     impl: str = "auto"
+    #: :func:`m3rcr.models.precision.to_inference_precision` leaves this module in float32: offsets and
+    #: bilinear sampling are computed in float32 whatever the rest of the model runs in
+    keep_float32: bool = True
 
     def __init__(self, in_channels: int, out_channels: int, deformable_groups: int = 8,
                  guide_channels: int | None = None, kernel_size: int = 3) -> None:
@@ -176,7 +179,13 @@ class ModulatedDeformConv(nn.Module):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        t = self.conv_offset(guide)
+        if guide.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(guide.device.type):
+            t = self.conv_offset(guide)
+        else:
+            # offsets in a 16-bit type would be a tenth of a pixel off at 20 pixels: predict them in float32
+            with torch.autocast(guide.device.type, enabled=False):
+                t = F.conv2d(guide.float(), self.conv_offset.weight.float(), self.conv_offset.bias.float(),
+                             padding=self.conv_offset.padding)
         n_offset = 2 * self.deformable_groups * self.kernel_size * self.kernel_size
         offset, mask = t[:, :n_offset], torch.sigmoid(t[:, n_offset:])
         if self.impl not in ("auto", "torchvision", "sampling"):
@@ -185,14 +194,26 @@ class ModulatedDeformConv(nn.Module):
         kernel = sampled_deform_conv2d if sampling and min(x.shape[-2:]) > 1 else deform_conv2d
         pad = self.kernel_size // 2
         if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
-            return kernel(x, offset, self.weight, self.bias, padding=pad, mask=mask)
+            return _like(kernel(x, offset, self.weight, self.bias, padding=pad, mask=mask), x)
         # bilinear sampling needs float32 (torchvision has no half-precision CPU kernel; on CUDA its
         # autocast rule does the same); the result stays float32, as autocast does for precision-bound ops
         autocast = torch.is_autocast_enabled(x.device.type)
         with torch.autocast(x.device.type, enabled=False):
             out = kernel(x.float(), offset.float(), self.weight.float(), self.bias.float(), padding=pad,
                          mask=mask.float())
-        return out if autocast else out.to(x.dtype)
+        return _like(out if autocast else out.to(x.dtype), x)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``x``'s memory format: a channels-last model stays channels-last after a layer whose
+    kernel writes plain (NCHW) maps, instead of every later convolution reordering its input."""
+    if _channels_last(x) and not _channels_last(out):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 @contextlib.contextmanager
@@ -318,7 +339,7 @@ class WindowAttention(nn.Module):
     @staticmethod
     def _attend(logits: torch.Tensor, v: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
         b, _, n, _ = logits.shape
-        out = logits.softmax(dim=-1) @ v
+        out = logits.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v  # float32 for 16-bit logits too
         return proj(out.transpose(1, 2).reshape(b, n, -1))
 
     def _fused(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -389,6 +410,8 @@ class SwinBlock(nn.Module):
     def _mask(self, h: int, w: int, shift: int, device: torch.device) -> torch.Tensor | None:
         if not shift:
             return None
+        if torch.compiler.is_compiling():  # a cache filled inside the graph would make it recompile
+            return shifted_window_mask(h, w, self.window, shift, device)
         key = (h, w, str(device))
         if key not in self._masks:  # a cache of a pure function of the size, not model state
             if len(self._masks) >= 8:  # tiling many sizes must not grow memory without bound
@@ -491,29 +514,39 @@ def dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.T
     ``kernels`` is (B, C * size^2, H, W), channel ``size^2 * c + size * i + j`` weighting the neighbour
     at row offset ``i`` and column offset ``j`` (0-based from the top-left of the window) of channel c.
     """
+    b, c, h, w = x.shape
+    return _tap_major_filter(x, kernels.view(b, c, size * size, h, w).transpose(1, 2), size)
+
+
+def _tap_major_filter(x: torch.Tensor, taps: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`dynamic_filter` with the kernels as a (B, size^2, C, H, W) view, tap ``size * i + j`` first."""
     p = size // 2
-    return _ShiftedFilter.apply(F.pad(x, (p, p, p, p), mode="replicate"), kernels, size)
+    if taps.stride(2) == 1 and not _channels_last(x):  # channels-last kernels: filter a channels-last map
+        x = x.contiguous(memory_format=torch.channels_last)
+    return _ShiftedFilter.apply(F.pad(x, (p, p, p, p), mode="replicate"), taps, size)
 
 
 class _ShiftedFilter(torch.autograd.Function):
     """:func:`dynamic_filter` on the padded map as one multiply-add per tap on shifted views. ``unfold``
     would copy the map size^2 times first (~10x slower); autograd through the slices would allocate a
-    zero-filled full-size gradient per tap, so the backward pass writes the taps' gradients itself."""
+    zero-filled full-size gradient per tap, so the backward pass writes the taps' gradients itself.
+
+    The kernels come as a (B, taps, C, H, W) view in any layout; in channels-last memory, kernels predicted
+    in tap-major channel order give each tap's slice unit stride along C, as the padded map has."""
 
     @staticmethod
-    def forward(ctx, xp: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.Tensor:
-        b, c, hp, wp = xp.shape
-        h, w = hp - size + 1, wp - size + 1
+    def forward(ctx, xp: torch.Tensor, k: torch.Tensor, size: int) -> torch.Tensor:
+        h, w = xp.shape[-2] - size + 1, xp.shape[-1] - size + 1
         # mixed inputs (autocast) compute in the promoted type; gradients go back in each input's type
-        ctx.dtypes = xp.dtype, kernels.dtype
-        dt = torch.promote_types(xp.dtype, kernels.dtype)
-        xp, k = xp.to(dt), kernels.to(dt).reshape(b, c, size * size, h, w)
+        ctx.dtypes = xp.dtype, k.dtype
+        dt = torch.promote_types(xp.dtype, k.dtype)
+        xp, k = xp.to(dt), k.to(dt)
         ctx.save_for_backward(xp, k)
         ctx.size = size
-        out = xp[:, :, :h, :w] * k[:, :, 0]
+        out = xp[:, :, :h, :w] * k[:, 0]
         for tap in range(1, size * size):
             i, j = divmod(tap, size)
-            out.addcmul_(xp[:, :, i:i + h, j:j + w], k[:, :, tap])
+            out.addcmul_(xp[:, :, i:i + h, j:j + w], k[:, tap])
         return out
 
     @staticmethod
@@ -521,18 +554,18 @@ class _ShiftedFilter(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         xp, k = ctx.saved_tensors
         size = ctx.size
-        b, c, taps, h, w = k.shape
+        h, w = k.shape[-2:]
         grad = grad.to(k.dtype)
         grad_xp = torch.zeros_like(xp) if ctx.needs_input_grad[0] else None
-        grad_k = torch.empty_like(k) if ctx.needs_input_grad[1] else None
-        for tap in range(taps):
+        grad_k = torch.empty_like(k) if ctx.needs_input_grad[1] else None  # k's strides, so k's layout
+        for tap in range(size * size):
             i, j = divmod(tap, size)
             if grad_xp is not None:
-                grad_xp[:, :, i:i + h, j:j + w].addcmul_(grad, k[:, :, tap])
+                grad_xp[:, :, i:i + h, j:j + w].addcmul_(grad, k[:, tap])
             if grad_k is not None:
-                torch.mul(grad, xp[:, :, i:i + h, j:j + w], out=grad_k[:, :, tap])
+                torch.mul(grad, xp[:, :, i:i + h, j:j + w], out=grad_k[:, tap])
         return (grad_xp.to(ctx.dtypes[0]) if grad_xp is not None else None,
-                grad_k.view(b, c * taps, h, w).to(ctx.dtypes[1]) if grad_k is not None else None, None)
+                grad_k.to(ctx.dtypes[1]) if grad_k is not None else None, None)
 
 
 def dynamic_filter_unfold(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.Tensor:
@@ -570,9 +603,23 @@ class DynamicFilterFusion(nn.Module):
         self.sar_to_opt = conv1x1(channels, channels)
         self.opt_to_sar = conv1x1(channels, channels)
 
+    def _tap_major_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """``kernel_net(x)`` as a (B, taps, C, H, W) view: the last convolution's output channels are
+        reordered tap-major (its weight rows permuted, a small copy) so that each tap is one C-slice."""
+        conv, act = self.kernel_net[-1]
+        taps = self.filter_size * self.filter_size
+        c = conv.out_channels // taps
+        weight = conv.weight.view(c, taps, *conv.weight.shape[1:]).transpose(0, 1).flatten(0, 1)
+        bias = conv.bias.view(c, taps).t().flatten()
+        k = act(F.conv2d(self.kernel_net[:-1](x), weight, bias))
+        return k.view(k.shape[0], taps, c, *k.shape[-2:])
+
     def forward(self, opt: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kernels = self.kernel_net(torch.cat([opt, sar], dim=1))
-        sar_f = (dynamic_filter if self.fast else dynamic_filter_unfold)(sar, kernels, self.filter_size)
+        both = torch.cat([opt, sar], dim=1)
+        if self.fast:
+            sar_f = _tap_major_filter(sar, self._tap_major_kernels(both), self.filter_size)
+        else:
+            sar_f = dynamic_filter_unfold(sar, self.kernel_net(both), self.filter_size)
         d = sar_f - opt
         opt = opt + d * torch.sigmoid(self.sar_to_opt(d))
         d = opt - sar_f

@@ -50,6 +50,6 @@ class DSen2CR(CloudRemovalModel):
     def forward(self, cloudy: torch.Tensor, sar: torch.Tensor | None = None) -> torch.Tensor:
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
         check_inputs(cloudy, sar, self.spec.uses_sar)
-        x = torch.cat([cloudy, sar], dim=1) if self.spec.uses_sar else cloudy
-        return cloudy + self.tail(self.body(F.relu(self.head(x))))
+        x = self.to_compute(torch.cat([cloudy, sar], dim=1) if self.spec.uses_sar else cloudy)
+        return cloudy + self.tail(self.body(F.relu(self.head(x)))).to(cloudy.dtype)
 

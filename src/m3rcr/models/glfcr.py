@@ -104,8 +104,8 @@ class GLFCR(CloudRemovalModel):
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) on the same grid -> (B, 4, H, W)."""
         check_inputs(cloudy, sar, True)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple)
-        s, _ = pad_to_multiple(sar, self.spec.size_multiple)
+        x, _ = pad_to_multiple(self.to_compute(cloudy), self.spec.size_multiple)
+        s, _ = pad_to_multiple(self.to_compute(sar), self.spec.size_multiple)
         first = self.conv1(F.pixel_unshuffle(x, 2))  # no activation (unlike Align-CR)
         opt = self.conv2(first)
         s = self.conv2_sar(self.conv1_sar(F.pixel_unshuffle(s, 2)))
@@ -114,5 +114,5 @@ class GLFCR(CloudRemovalModel):
             opt, s = fusion(*block(opt, s))
             outputs.append(opt)
         y = self.head(self.gff(torch.cat(outputs, dim=1)) + first)
-        return y[..., :h, :w] + cloudy
+        return y[..., :h, :w].to(cloudy.dtype) + cloudy  # the skip in the input's type (float32 at bf16)
 

@@ -80,7 +80,7 @@ class McGAN(CloudRemovalModel):
         """``cloudy`` (B, 4, H, W) -> (B, 4, H, W); ``sar`` is ignored (single-image method)."""
         check_inputs(cloudy, sar, False)
         h, w = cloudy.shape[-2:]
-        x, _ = pad_to_multiple(cloudy, self.spec.size_multiple, self.pad_mode, self.min_size)
+        x, _ = pad_to_multiple(self.to_compute(cloudy), self.spec.size_multiple, self.pad_mode, self.min_size)
         y = per_sample(self._forward, x) if (not self.training and self.norm_at_test == "sample") else self._forward(x)
         return y[..., :h, :w]
 

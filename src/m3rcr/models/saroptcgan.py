@@ -77,7 +77,7 @@ class SAROptCGAN(CloudRemovalModel):
         """``cloudy`` (B, 4, H, W) and ``sar`` (B, 2, H, W) in [0, 1] -> (B, 4, H, W)."""
         check_inputs(cloudy, sar, True)
         h, w = cloudy.shape[-2:]
-        x = self.condition(cloudy, sar)
+        x = self.to_compute(self.condition(cloudy, sar))
         if self.rescale:
             x = 2 * x - 1
         x, _ = pad_to_multiple(x, self.spec.size_multiple, self.pad_mode)

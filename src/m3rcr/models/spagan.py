@@ -107,7 +107,7 @@ class SpAGAN(CloudRemovalModel):
                                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(restored image (B, 4, H, W), last attention map (B, 1, H, W))."""
         check_inputs(cloudy, sar, False)
-        x = F.relu(self.conv_in(cloudy))
+        x = F.relu(self.conv_in(self.to_compute(cloudy)))
         for block in self.pre:
             x = block(x)
         attention = None
