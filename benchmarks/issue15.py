@@ -48,11 +48,12 @@ from m3rcr.models import create_model
 from m3rcr.models.blocks import deform_conv_impl, fast_paths
 from m3rcr.models.precision import InferencePrecision
 
-FORWARD_VARIANTS = ("baseline", "fast", "autocast", "bf16")
+FORWARD_VARIANTS = ("baseline", "fast", "fp32", "autocast", "bf16")
 TRAIN_VARIANTS = ("baseline", "fast", "checkpointing", "autocast")
 PARTS = ("forward", "train", "scene")
 LABELS = {"baseline": "issue baseline (float32)", "fast": "fast float32", "autocast": "bf16 autocast",
-          "bf16": "bf16 (InferencePrecision)", "checkpointing": "fast float32 + checkpointing"}
+          "bf16": "bf16 (InferencePrecision)", "checkpointing": "fast float32 + checkpointing",
+          "fp32": "float32 (InferencePrecision)"}
 #: the paper's batch (12 on 2 GPUs: configs/aligncr.yaml data.batch_size, shared/specs/evaluation.md)
 PAPER_BATCH = 12
 #: the issue's targets: ratios to the issue baseline measured in the same run, and absolute GPU figures
@@ -92,12 +93,12 @@ def _log(message: str) -> None:
 def _forward(models: dict[str, Any], variant: str, cloudy: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
     """One batch-1 forward of ``variant`` without autograd, synchronised; the output as float32."""
     with torch.no_grad():
-        if variant == "bf16":
-            run = models["bf16"]
+        if variant in ("bf16", "fp32"):  # what `predict --precision bf16 / float32` runs
+            run = models[variant]
             out = run.model(*run.inputs(cloudy, sar))
         else:
-            with variant_context(models["fp32"], variant, cloudy.device.type):
-                out = models["fp32"](cloudy, sar)
+            with variant_context(models["model"], variant, cloudy.device.type):
+                out = models["model"](cloudy, sar)
         out = out.float()
     _sync(cloudy.device)
     return out
@@ -219,7 +220,7 @@ def cpu_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     fwd = {(r["size"], r["variant"]): r for r in results.get("forward", [])}
     for size in sorted({r["size"] for r in results.get("forward", [])}):
-        fast, bf, auto = fwd[size, "fast"], fwd[size, "bf16"], fwd[size, "autocast"]
+        fast, bf, auto = fwd[size, "fp32"], fwd[size, "bf16"], fwd[size, "autocast"]
         out.append(_target(f"float32 forward {size} x {size} <= {FORWARD_FP32_RATIO}x baseline",
                            fast["vs_baseline"], FORWARD_FP32_RATIO, f"{fast['vs_baseline']:.2f}x"))
         out.append(_target(f"bf16 forward {size} x {size} <= {FORWARD_BF16_RATIO}x baseline float32",
@@ -300,8 +301,11 @@ def markdown(results: dict[str, Any]) -> str:
              f"Model: registry `aligncr`{width}, {m['parameters'] / 1e6:.1f} M parameters, random weights "
              "(`residual_init=False`). Issue baseline: the original blocks (`fast_paths(model, False)`) and "
              "torchvision's deformable kernel, float32, the code when the issue was filed; fast float32: "
-             "today's defaults; bf16 autocast: `torch.autocast` on the float32 model; bf16: "
-             "`InferencePrecision(model, \"bf16\")` (bf16 weights, channels-last; `--precision bf16`)."]
+             "today's blocks called directly (plain NCHW maps); float32 (InferencePrecision): what "
+             "`--precision float32` runs (the same model, channels-last maps on a CPU); bf16 autocast: "
+             "`torch.autocast` on the float32 model; bf16: `InferencePrecision(model, \"bf16\")` (bf16 "
+             "weights, channels-last; `--precision bf16`). The float32 target uses the InferencePrecision "
+             "row."]
     if results.get("forward"):
         lines += ["", "Forward, batch 1, no autograd: variants interleaved in one process (order "
                       f"rotated each round), {m['warmup']} warm-up call(s) each, median of {m['repeats']}; "
@@ -401,7 +405,8 @@ def main() -> None:
     _log(f"{results['meta']['cpu']}; torch {torch.__version__}, {args.threads} threads, "
          f"load {load_average()}")
     if "forward" in args.parts:
-        models = {"fp32": model, "bf16": InferencePrecision(copy.deepcopy(model), "bf16")}
+        models = {"model": model, "bf16": InferencePrecision(copy.deepcopy(model), "bf16"),
+                  "fp32": InferencePrecision(copy.deepcopy(model), "float32")}
         results["forward"] = [r for size in args.sizes for r in time_forward(models, size, args)]
         del models
         _save(results, args.json)

@@ -42,10 +42,11 @@ def precision_dtype(name: str) -> torch.dtype:
     return DTYPES[canonical_precision(name)]
 
 
-def channels_last_default(device: torch.device) -> bool:
-    """Channels-last memory for 16-bit inference: oneDNN's bf16 (AMX) and cuDNN's tensor-core convolutions
-    compute in that layout, and a plain (NCHW) output costs them a reorder of every output map."""
-    return device.type in ("cpu", "cuda")
+def channels_last_default(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Channels-last maps at inference: on CPUs in every precision (oneDNN computes in that layout; a plain
+    NCHW output costs a reorder of every output map: full-width Align-CR at 160 x 160, 2 cores, float32
+    0.90x the time, bf16 0.65x), on CUDA for 16-bit types (tensor-core convolutions; float32 unmeasured)."""
+    return device.type == "cpu" or (device.type == "cuda" and dtype != torch.float32)
 
 
 @functools.cache
@@ -75,8 +76,8 @@ def to_inference_precision(model: nn.Module, precision: str, channels_last: bool
     float32 leaves the weights as they are. bfloat16 / float16 cast every parameter and buffer once,
     except those of modules that declare ``keep_float32 = True``; parametrized weights (weight
     normalisation) are computed once in float32 first, so the converted model's state dict has plain
-    ``weight`` entries (keep the float32 model to save or train). ``channels_last`` (default: on for
-    16-bit, see :func:`channels_last_default`) stores the convolution weights channels-last; feed inputs
+    ``weight`` entries (keep the float32 model to save or train). ``channels_last`` (default:
+    :func:`channels_last_default`) stores the convolution weights channels-last; feed inputs
     with :func:`inference_input`. A model converted here runs without autocast.
     """
     dtype = precision_dtype(precision)
@@ -87,7 +88,7 @@ def to_inference_precision(model: nn.Module, precision: str, channels_last: bool
             if getattr(module, "keep_float32", False):
                 module.float()
     if channels_last is None:
-        channels_last = dtype != torch.float32 and channels_last_default(_device_of(model))
+        channels_last = channels_last_default(_device_of(model), dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
@@ -142,8 +143,9 @@ def inference_input(x: torch.Tensor | None, dtype: torch.dtype, channels_last: b
 
 class InferencePrecision:
     """How to run ``model`` at ``precision`` without gradients: :meth:`inputs` converts the inputs,
-    :meth:`context` is the autocast context (float16 only). bfloat16 converts ``model`` in place
-    (:func:`to_inference_precision`) when this object is made; float32 and float16 leave it as it is."""
+    :meth:`context` is the autocast context (float16 only). The model is prepared in place when this
+    object is made (:func:`to_inference_precision`): bfloat16 converts it; float32 and float16 keep its
+    weights' type and, where :func:`channels_last_default` says so, store them channels-last."""
 
     def __init__(self, model: nn.Module, precision: str = "float32",
                  channels_last: bool | None = None) -> None:
@@ -156,12 +158,12 @@ class InferencePrecision:
                           "capability 8 on a GPU): bf16 is emulated and likely slower than float32",
                           stacklevel=2)
         if channels_last is None:
-            channels_last = channels_last_default(_device_of(model))
-        self.channels_last = cast and channels_last
-        self.model = to_inference_precision(model, self.name, self.channels_last) if cast else model
+            channels_last = channels_last_default(_device_of(model), self.dtype)
+        self.channels_last = channels_last
+        self.model = to_inference_precision(model, self.name if cast else "float32", channels_last)
 
     def inputs(self, *xs: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        """The model's inputs in its memory format (bfloat16: channels-last). Their type stays: the models
+        """The model's inputs in its memory format (channels-last or not). Their type stays: the models
         cast on entry (:meth:`~m3rcr.models.base.CloudRemovalModel.to_compute`), so that a residual model
         adds its float32 input back to its bf16 correction instead of a rounded copy."""
         if not self.channels_last:
