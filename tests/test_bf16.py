@@ -114,13 +114,20 @@ def test_precision_names() -> None:
 
 
 def test_converted_model_keeps_deformable_layers_float32() -> None:
-    model = to_inference_precision(_model(), "bf16")
+    original = _model()
+    model = to_inference_precision(copy.deepcopy(original), "bf16")
+    # never rounded through bf16 on the way (cast all, then back, would lose 8 bits of their mantissa)
+    before = {k: v for k, v in original.state_dict().items() if ".dcn_pack." in k or "dcnpack." in k}
+    after = model.state_dict()
+    assert before and all(torch.equal(after[k], v) for k, v in before.items())
     deform = {id(p) for m in model.modules() if isinstance(m, ModulatedDeformConv) for p in m.parameters()}
     assert deform
     for name, p in model.named_parameters():
         assert p.dtype == (torch.float32 if id(p) in deform else torch.bfloat16), name
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
     assert convs and all(_channels_last(m.weight) for m in convs)
+    # the deformable weight is reshaped to a matrix by the sampling path: it stays in plain layout
+    assert all(m.weight.is_contiguous() for m in model.modules() if isinstance(m, ModulatedDeformConv))
     # weight normalisation (the shallow features) is baked in float32 once, not recomputed in bf16
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())
 
@@ -263,3 +270,25 @@ def test_float32_inference_in_channels_last_equals_plain() -> None:
                and not torch.nn.utils.parametrize.is_parametrized(m))
     out = model_predictor(model)({"cloudy": cloudy, "sar": sar})
     assert (out - ref).abs().max().item() < 1e-5
+
+
+def test_fusion_tap_major_kernels_train_in_channels_last() -> None:
+    """The fast fusion's backward in channels-last memory (the tap-major kernel views): input and parameter
+    gradients equal the original formulation's on plain maps, and the permuted kernel convolution's weight
+    gets its gradient in the checkpoint's row order."""
+    torch.manual_seed(10)
+    fusion = blocks.DynamicFilterFusion(4, 5)
+    fast = copy.deepcopy(fusion).to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(11)
+    inputs = [torch.rand(2, 4, 9, 9, generator=gen) for _ in range(2)]
+    grads = []
+    for module, fmt, on in ((fusion, torch.contiguous_format, False), (fast, torch.channels_last, True)):
+        xs = [t.clone(memory_format=fmt).requires_grad_(True) for t in inputs]
+        with fast_paths(module, on):
+            outs = module(*xs)
+        sum((o * torch.linspace(-1, 1, o.numel()).view(o.shape)).sum() for o in outs).backward()
+        grads.append([x.grad for x in xs] + [p.grad for p in module.parameters()])
+    assert len(grads[0]) == len(grads[1]) and all(g is not None for g in grads[1])
+    for a, b in zip(*grads):
+        assert (a - b).abs().max().item() < 1e-4
+    assert list(fast.state_dict()) == list(fusion.state_dict())

@@ -62,6 +62,9 @@ def test_train_precision_sets_lightnings_and_refuses_a_conflict() -> None:
         precision_override(args, ["trainer.precision=32-true"])
     with pytest.raises(ValueError, match="disagree"):
         precision_override(args, ["trainer.precision=banana"])
+    with pytest.raises(ValueError, match="disagree"):  # true bf16 (bf16 weights) is not the mixed precision
+        precision_override(args, ["trainer.precision=bf16-true"])
+    assert precision_override(args, ["trainer.precision=bf16"]) == ["trainer.precision=bf16"]
     args.precision = None
     assert precision_override(args, ["trainer.precision=32-true"]) == ["trainer.precision=32-true"]
     assert LIGHTNING_PRECISION == {"float32": "32-true", "bfloat16": "bf16-mixed", "float16": "16-mixed"}

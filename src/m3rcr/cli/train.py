@@ -33,13 +33,13 @@ def split_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]
 
 #: ``--precision`` (canonical name) -> Lightning's ``trainer.precision``: mixed precision, float32 weights
 LIGHTNING_PRECISION = {"float32": "32-true", "bfloat16": "bf16-mixed", "float16": "16-mixed"}
+#: Lightning's other spellings of the same settings (true bf16/fp16, with 16-bit weights, are not the same)
+_SAME = {"32-true": {"32", "32-true"}, "bf16-mixed": {"bf16", "bf16-mixed"}, "16-mixed": {"16", "16-mixed"}}
 
 
 def precision_override(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     """``overrides`` with ``trainer.precision`` set from ``--precision`` (if given); an override of
     ``trainer.precision`` that means another precision is an error, one that means the same is kept."""
-    from m3rcr.models.precision import canonical_precision
-
     precision = getattr(args, "precision", None)
     if precision is None:
         return overrides
@@ -47,12 +47,8 @@ def precision_override(args: argparse.Namespace, overrides: list[str]) -> list[s
         key, _, value = text.partition("=")
         if key.strip() != "trainer.precision":
             continue
-        try:
-            same = canonical_precision(value.strip().strip("'\"")) == precision
-        except ValueError:
-            same = False
-        if not same:
-            lightning = LIGHTNING_PRECISION[precision]
+        lightning = LIGHTNING_PRECISION[precision]
+        if value.strip().strip("'\"") not in _SAME[lightning]:
             raise ValueError(f"--precision {precision} and the override {text} disagree: give one of them "
                              f"(--precision {precision} sets trainer.precision={lightning})")
         return overrides

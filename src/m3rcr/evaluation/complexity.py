@@ -154,6 +154,8 @@ def measure(model: CloudRemovalModel, name: str, size: tuple[int, int] = (160, 1
     float32; a model that pads its input (``spec.size_multiple``) computes, and is counted, on the padded
     size, which is reported as ``padded_size``. ``compile`` times the model compiled by ``torch.compile``
     (:func:`timed_forward`); its compile time is reported as ``compile``, apart from the latency.
+    Latency runs as ``predict --precision`` runs: bf16 on a converted copy; float32 and float16 on ``model``
+    itself, whose convolution weights are then stored channels-last on a CPU (values unchanged).
     """
     device = torch.device(device)
     gen = torch.Generator().manual_seed(_INPUT_SEED)

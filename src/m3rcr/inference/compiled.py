@@ -11,7 +11,6 @@ recompile).
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,9 +109,9 @@ class CompiledModel:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         except Exception as exc:
-            if first or type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 raise CompileError(_failure(exc, self.backend, inputs)) from exc
-            raise  # the model's own error, in a call that compiled nothing
+            raise  # the model's own error (bad input, out of memory), which eager would raise too
         made = _graph_count() - graphs if graphs is not None else int(first)
         if made > 0 or (first and graphs is None):
             self.seconds += time.perf_counter() - start
@@ -156,13 +155,15 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-#: one compiled wrapper per (model, backend): many scenes, or evaluations, of one model compile once
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, CompiledModel]] = weakref.WeakKeyDictionary()
+#: where a model keeps its compiled wrappers, one per backend: many scenes, or evaluations, of one model
+#: compile once. An attribute of the model, not a global weak-keyed cache: the wrapper refers to the model,
+#: so a cache entry would keep every compiled model alive; on the model it is a cycle the collector frees.
+_ATTRIBUTE = "_m3rcr_compiled"
 
 
 def compiled_model(model: nn.Module, backend: str = DEFAULT_BACKEND) -> CompiledModel:
     """The :class:`CompiledModel` of ``model`` (made on the first request, then reused)."""
-    per_backend = _CACHE.setdefault(model, {})
+    per_backend = model.__dict__.setdefault(_ATTRIBUTE, {})
     if backend not in per_backend:
         per_backend[backend] = CompiledModel(model, backend)
     return per_backend[backend]

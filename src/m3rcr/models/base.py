@@ -106,7 +106,8 @@ class CloudRemovalModel(ConfiguredModule):
     def compute_dtype(self) -> torch.dtype:
         """The type the network computes in: its first parameter's (bfloat16 after
         :func:`m3rcr.models.precision.to_inference_precision`, float32 otherwise, also under autocast)."""
-        return next(self.parameters()).dtype
+        param = next(self.parameters(), None)
+        return torch.float32 if param is None else param.dtype
 
     def to_compute(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """An input in :meth:`compute_dtype` (None stays None). Models cast on entry, so that float32 inputs

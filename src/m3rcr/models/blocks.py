@@ -157,6 +157,9 @@ class ModulatedDeformConv(nn.Module):
     #: :func:`m3rcr.models.precision.to_inference_precision` leaves this module in float32: offsets and
     #: bilinear sampling are computed in float32 whatever the rest of the model runs in
     keep_float32: bool = True
+    #: parameters that channels-last conversion leaves in plain layout: the sampling path reshapes the
+    #: weight into a matrix, which a channels-last weight would copy at every call
+    plain_layout: tuple[str, ...] = ("weight",)
 
     def __init__(self, in_channels: int, out_channels: int, deformable_groups: int = 8,
                  guide_channels: int | None = None, kernel_size: int = 3) -> None:
@@ -339,7 +342,8 @@ class WindowAttention(nn.Module):
     @staticmethod
     def _attend(logits: torch.Tensor, v: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
         b, _, n, _ = logits.shape
-        out = logits.softmax(dim=-1, dtype=torch.float32).to(v.dtype) @ v  # float32 for 16-bit logits too
+        wide = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None  # 16-bit logits
+        out = logits.softmax(dim=-1, dtype=wide).to(v.dtype) @ v
         return proj(out.transpose(1, 2).reshape(b, n, -1))
 
     def _fused(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -483,9 +487,12 @@ class ResidualDenseBlock(nn.Module):
         return nn.ModuleList(conv3x3(channels + i * growth, growth) for i in range(num_convs))
 
     def _run(self, x: torch.Tensor, convs: nn.ModuleList, fuse: nn.Conv2d) -> torch.Tensor:
-        if not self.fast or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+        if (not self.fast or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
+                or _channels_last(x)):
             # autograd saves each convolution's input, so the growing map cannot be written in place;
-            # under autocast the concatenation also promotes the map's type, which the buffer would fix
+            # under autocast the concatenation also promotes the map's type, which the buffer would fix;
+            # in channels-last memory a channel prefix is not contiguous, so each convolution would copy
+            # its input anyway (the concatenation's copy is then the only one)
             for conv in convs:
                 x = torch.cat([x, F.relu(conv(x))], dim=1)
             return fuse(x)

@@ -55,15 +55,16 @@ def _cpu_flags() -> frozenset[str] | None:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None  # not Linux: unknown
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+    return None if line is None else frozenset(line.partition(":")[2].split())  # None: no x86 flags
 
 
 def native_bf16(device: torch.device) -> bool | None:
     """Whether ``device`` computes bf16 in hardware (CPU: AVX512-BF16 or AMX; CUDA: compute capability 8+);
     None when unknown. Without it oneDNN emulates bf16, slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return None
     flags = _cpu_flags()
@@ -83,15 +84,27 @@ def to_inference_precision(model: nn.Module, precision: str, channels_last: bool
     dtype = precision_dtype(precision)
     if dtype != torch.float32:
         _bake_parametrizations(model)
-        model.to(dtype)
-        for module in model.modules():
-            if getattr(module, "keep_float32", False):
-                module.float()
+        _cast(model, dtype)
     if channels_last is None:
         channels_last = channels_last_default(_device_of(model), dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            for name in getattr(module, "plain_layout", ()):
+                param = getattr(module, name)
+                param.data = param.data.contiguous()
     return model
+
+
+def _cast(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast ``module``'s floating-point parameters and buffers to ``dtype``, except in subtrees whose root
+    has ``keep_float32 = True``: those are never rounded (casting all, then back, would leave their values
+    with bf16 precision)."""
+    if getattr(module, "keep_float32", False):
+        return
+    module._apply(lambda t: t.to(dtype) if t.is_floating_point() else t, recurse=False)
+    for child in module.children():
+        _cast(child, dtype)
 
 
 def _bake_parametrizations(model: nn.Module) -> None:
