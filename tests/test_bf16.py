@@ -292,3 +292,25 @@ def test_fusion_tap_major_kernels_train_in_channels_last() -> None:
     for a, b in zip(*grads):
         assert (a - b).abs().max().item() < 1e-4
     assert list(fast.state_dict()) == list(fusion.state_dict())
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2", "cloud_charbonnier", "carl"])
+def test_losses_stay_float32_under_bf16_mixed(loss: str) -> None:
+    """Under Lightning's bf16-mixed (autocast) some models hand bf16 outputs on: every training loss is
+    computed in float32 all the same."""
+    import types
+
+    from m3rcr.training.losses import LOSSES, adversarial_loss
+    from m3rcr.training.module import _ImageToImage, attention_loss
+
+    gen = torch.Generator().manual_seed(12)
+    pred = torch.rand(2, 4, 8, 8, generator=gen).bfloat16()
+    batch = {"cloudfree": torch.rand(2, 4, 8, 8, generator=gen), "cloudy": torch.rand(2, 4, 8, 8, generator=gen),
+             "cloudmask": (torch.rand(2, 8, 8, generator=gen) > 0.5).float()}
+    owner = types.SimpleNamespace(loss_fn=LOSSES.build(loss))
+    with torch.autocast("cpu", torch.bfloat16):
+        values = [_ImageToImage._reconstruction(owner, pred, batch), adversarial_loss(pred[:, :1], True),
+                  attention_loss(pred[:, :1], batch["cloudmask"])]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in values)
+    expected = LOSSES.build(loss)(pred.float(), batch["cloudfree"], batch["cloudmask"], batch["cloudy"])
+    assert torch.equal(values[0], expected)

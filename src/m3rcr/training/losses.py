@@ -85,4 +85,5 @@ def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
 
     Equal to the softplus form McGAN and SpA-GAN write (softplus(-x) for real, softplus(x) for fake).
     """
+    logits = logits.float()  # float32 under bf16-mixed too
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))

@@ -32,7 +32,7 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, sca
 
 def attention_loss(attention: torch.Tensor, cloudmask: torch.Tensor) -> torch.Tensor:
     """SpA-GAN's attention term: MSE between the (B, 1, H, W) attention map and the (B, H, W) cloud mask."""
-    return F.mse_loss(attention[:, 0], cloudmask.to(attention.dtype))
+    return F.mse_loss(attention[:, 0].float(), cloudmask.float())  # float32 under bf16-mixed too
 
 
 def generator_loss(adversarial: torch.Tensor, reconstruction: torch.Tensor, attention: torch.Tensor | None,
@@ -65,7 +65,8 @@ class _ImageToImage(L.LightningModule):
         return self(batch["cloudy"], batch["sar"])
 
     def _reconstruction(self, pred: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        return self.loss_fn(pred, batch["cloudfree"], batch["cloudmask"], batch["cloudy"])
+        # in float32 whatever the precision (bf16-mixed hands some models' outputs on in bf16)
+        return self.loss_fn(pred.float(), batch["cloudfree"], batch["cloudmask"], batch["cloudy"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         pred = self._predict(batch)
