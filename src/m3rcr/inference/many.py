@@ -395,7 +395,13 @@ def _in_process(fabric: Any, work: Callable[[int, int, torch.device], ProcessRep
 
     report = work(fabric.global_rank, fabric.world_size, fabric.device)
     reports: list[Any] = [None] * fabric.world_size
-    dist.all_gather_object(reports, report)
+    try:
+        dist.all_gather_object(reports, report)
+    finally:
+        # a process group left to the interpreter's exit can abort it ("terminate called without an active
+        # exception" from gloo's threads, seen once in CI under load): the summary is gathered, close it now
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return reports if fabric.global_rank == 0 else None
 
 
