@@ -92,28 +92,19 @@ class Complexity:
         return CompileReport(c["backend"], c["seconds"], c["compiles"]).describe()
 
 
-#: the ``--dtype`` names of the latency measurement
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
 
 
-def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], repeats: int = 5, warmup: int = 1,
-                    dtype: torch.dtype = torch.float32) -> list[float]:
-    """Forward times in ms of ``repeats`` runs after ``warmup`` runs, run as ``m3rcr predict --precision``
-    runs it (bf16: a bf16 copy of the model with channels-last maps; float16: autocast)."""
-    return timed_forward(model, inputs, repeats, warmup, dtype)[0]
-
-
 def timed_forward(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], repeats: int = 5,
                   warmup: int = 1, dtype: torch.dtype = torch.float32, compile: bool | str = False
                   ) -> tuple[list[float], CompileReport | None]:
-    """:func:`measure_latency`, optionally of the model compiled by ``torch.compile`` (``compile``: True for
-    inductor, or a backend's name; the model is converted to ``dtype`` first, as predict does). Untimed calls
+    """Forward times in ms of ``repeats`` runs after ``warmup`` runs, run as ``m3rcr predict --precision``
+    runs it (bf16: a bf16 copy of the model with channels-last maps; float16: autocast), optionally
+    compiled by ``torch.compile`` (``compile``: True for inductor, or a backend's name; the model is
+    converted to ``dtype`` first, as predict does). Untimed calls
     run until one compiles nothing (recompiles included), then the ``warmup`` runs: compiling is excluded
     from the latency and returned as its own :class:`~m3rcr.inference.compiled.CompileReport` (None
     without ``compile``)."""

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from m3rcr.models.precision import is_channels_last
+
 #: the inductor backend generates C++ (CPU) or Triton (CUDA) kernels; "eager" and "aot_eager" only trace
 DEFAULT_BACKEND = "inductor"
 
@@ -77,7 +79,7 @@ class CompiledModel:
         return CompileReport(self.backend, self.seconds, self.compiles, self.graphs)
 
     def __call__(self, *inputs: torch.Tensor | None) -> torch.Tensor:
-        key = tuple(None if x is None else (tuple(x.shape[1:]), x.dtype, x.device.type, _channels_last(x))
+        key = tuple(None if x is None else (tuple(x.shape[1:]), x.dtype, x.device.type, is_channels_last(x))
                     for x in inputs)
         batch = next(x.shape[0] for x in inputs if x is not None)
         seen = self._batches.setdefault(key, set())
@@ -149,10 +151,6 @@ def _pad(x: torch.Tensor | None, size: int, key: tuple[Any, ...] | None) -> torc
     with torch.inference_mode(x.is_inference()):
         x = torch.cat([x, x[-1:].expand(size - x.shape[0], *x.shape[1:])])
         return x.contiguous(memory_format=torch.channels_last) if key[3] else x.contiguous()
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 #: where a model keeps its compiled wrappers, one per backend: many scenes, or evaluations, of one model

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torchvision.ops import deform_conv2d
 
+from m3rcr.models.precision import is_channels_last
 from m3rcr.models.swin_windows import relative_position_index, window_partition, window_reverse
 
 
@@ -182,7 +183,7 @@ class ModulatedDeformConv(nn.Module):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        if guide.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(guide.device.type):
+        if _full_precision(guide):
             t = self.conv_offset(guide)
         else:
             # offsets in a 16-bit type would be a tenth of a pixel off at 20 pixels: predict them in float32
@@ -196,7 +197,7 @@ class ModulatedDeformConv(nn.Module):
         sampling = self.impl == "sampling" or (self.impl == "auto" and x.device.type == "cpu")
         kernel = sampled_deform_conv2d if sampling and min(x.shape[-2:]) > 1 else deform_conv2d
         pad = self.kernel_size // 2
-        if x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type):
+        if _full_precision(x):
             return _like(kernel(x, offset, self.weight, self.bias, padding=pad, mask=mask), x)
         # bilinear sampling needs float32 (torchvision has no half-precision CPU kernel; on CUDA its
         # autocast rule does the same); the result stays float32, as autocast does for precision-bound ops
@@ -207,14 +208,15 @@ class ModulatedDeformConv(nn.Module):
         return _like(out if autocast else out.to(x.dtype), x)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def _full_precision(x: torch.Tensor) -> bool:
+    """Whether work on ``x`` runs in float32/float64 as it is: neither a 16-bit map nor autocast."""
+    return x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
 
 
 def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``out`` in ``x``'s memory format: a channels-last model stays channels-last after a layer whose
     kernel writes plain (NCHW) maps, instead of every later convolution reordering its input."""
-    if _channels_last(x) and not _channels_last(out):
+    if is_channels_last(x) and not is_channels_last(out):
         return out.contiguous(memory_format=torch.channels_last)
     return out
 
@@ -488,7 +490,7 @@ class ResidualDenseBlock(nn.Module):
 
     def _run(self, x: torch.Tensor, convs: nn.ModuleList, fuse: nn.Conv2d) -> torch.Tensor:
         if (not self.fast or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
-                or _channels_last(x)):
+                or is_channels_last(x)):
             # autograd saves each convolution's input, so the growing map cannot be written in place;
             # under autocast the concatenation also promotes the map's type, which the buffer would fix;
             # in channels-last memory a channel prefix is not contiguous, so each convolution would copy
@@ -528,7 +530,7 @@ def dynamic_filter(x: torch.Tensor, kernels: torch.Tensor, size: int) -> torch.T
 def _tap_major_filter(x: torch.Tensor, taps: torch.Tensor, size: int) -> torch.Tensor:
     """:func:`dynamic_filter` with the kernels as a (B, size^2, C, H, W) view, tap ``size * i + j`` first."""
     p = size // 2
-    if taps.stride(2) == 1 and not _channels_last(x):  # channels-last kernels: filter a channels-last map
+    if taps.stride(2) == 1 and not is_channels_last(x):  # channels-last kernels: filter a channels-last map
         x = x.contiguous(memory_format=torch.channels_last)
     return _ShiftedFilter.apply(F.pad(x, (p, p, p, p), mode="replicate"), taps, size)
 

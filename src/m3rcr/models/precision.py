@@ -79,7 +79,7 @@ def to_inference_precision(model: nn.Module, precision: str, channels_last: bool
     normalisation) are computed once in float32 first, so the converted model's state dict has plain
     ``weight`` entries (keep the float32 model to save or train). ``channels_last`` (default:
     :func:`channels_last_default`) stores the convolution weights channels-last; feed inputs
-    with :func:`inference_input`. A model converted here runs without autocast.
+    through :meth:`InferencePrecision.inputs`. A model converted here runs without autocast.
     """
     dtype = precision_dtype(precision)
     if dtype != torch.float32:
@@ -138,20 +138,9 @@ def _device_of(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype most of ``model``'s parameters have (float32 for a model without any)."""
-    counts: dict[torch.dtype, int] = {}
-    for p in model.parameters():
-        counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
-    return max(counts, key=counts.__getitem__) if counts else torch.float32
-
-
-def inference_input(x: torch.Tensor | None, dtype: torch.dtype, channels_last: bool) -> torch.Tensor | None:
-    """An input image for a model converted by :func:`to_inference_precision`: its dtype and layout."""
-    if x is None:
-        return None
-    x = x.to(dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-D map stored channels-last (and not also plain, as 1 x 1 maps or C = 1 are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class InferencePrecision:
@@ -166,12 +155,13 @@ class InferencePrecision:
         self.dtype = DTYPES[self.name]
         self.autocast = self.name == "float16"
         cast = self.name == "bfloat16"
-        if cast and native_bf16(_device_of(model)) is False:
-            warnings.warn(f"{_device_of(model)} has no native bf16 (AVX512-BF16 / AMX on a CPU, compute "
+        device = _device_of(model)
+        if cast and native_bf16(device) is False:
+            warnings.warn(f"{device} has no native bf16 (AVX512-BF16 / AMX on a CPU, compute "
                           "capability 8 on a GPU): bf16 is emulated and likely slower than float32",
                           stacklevel=2)
         if channels_last is None:
-            channels_last = channels_last_default(_device_of(model), self.dtype)
+            channels_last = channels_last_default(device, self.dtype)
         self.channels_last = channels_last
         self.model = to_inference_precision(model, self.name if cast else "float32", channels_last)
 
@@ -181,7 +171,8 @@ class InferencePrecision:
         adds its float32 input back to its bf16 correction instead of a rounded copy."""
         if not self.channels_last:
             return xs
-        return tuple(inference_input(x, x.dtype, True) if x is not None else None for x in xs)
+        return tuple(x.contiguous(memory_format=torch.channels_last) if x is not None and x.dim() == 4 else x
+                     for x in xs)
 
     def context(self, device_type: str) -> contextlib.AbstractContextManager[None]:
         """``torch.autocast`` for float16, a no-op otherwise."""
